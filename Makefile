@@ -1,0 +1,46 @@
+# aziot — Azure IoT Hub for MicroPython. `make help` lists the targets.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+HUB_PORT    ?= 8883
+HUB_STATE   ?= build/hub
+PYTEST_ARGS ?=
+DEB_PACKAGES = mosquitto openssl
+
+BIN   = $(VENV)/bin
+STAMP = $(VENV)/.aziot-setup
+
+.PHONY: help setup demo test hub clean
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  variables: MICROPYTHON=/path/to/micropython (default: the venv's Unix port), HUB_PORT, HUB_STATE"
+
+setup: $(STAMP) build/unix-lib/umqtt/simple.py  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
+	@for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): tools/requirements.txt tools/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r tools/requirements.txt
+	$(BIN)/pip install -q --no-deps -e tools
+	touch $@
+
+build/unix-lib/umqtt/simple.py: $(STAMP) tools/aziot_tools/deps.py
+	$(BIN)/python -c "from aziot_tools import device; device.prepare_unix_lib()"
+
+demo: setup  ## emulator + provisioned device + telemetry round trip, then stop
+	$(BIN)/aziot demo
+
+test: setup  ## the host test suite (device code runs in the real micropython binary)
+	$(BIN)/pytest host_tests $(PYTEST_ARGS)
+
+hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE)
+	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT)
+
+clean:  ## remove build outputs (keeps the venv)
+	rm -rf build

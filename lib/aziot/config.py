@@ -1,0 +1,91 @@
+"""The device's JSON config on flash, validated once at start-up.
+
+Errors name the file and the key; values of secret keys are never echoed.
+"""
+
+import json
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/azure-iot/config.json"
+
+# key: (type, default); default None means required.
+_SCHEMA = {
+    "hub_host": (str, None),
+    "device_id": (str, None),
+    "module_id": (str, ""),
+    "address": (str, ""),  # where to dial when it differs from hub_host (tests, proxies)
+    "port": (int, 8883),
+    "auth": (str, "x509"),
+    "tls_profile": (str, "ecc+rsa"),
+    "roots": ((str, list), "/azure-iot/roots"),
+    "cert": (str, "/azure-iot/device.der"),
+    "key": (str, "/azure-iot/device-key.der"),
+    "api_version": (str, "2021-04-12"),
+    "keepalive": (int, 60),
+    "timeout": (int, 15),
+}
+
+AUTH_METHODS = ("x509",)
+TLS_PROFILES = ("ecc", "rsa", "ecc+rsa", "compat")
+
+# The hub drops a client after 1.5 x keepalive of silence, capped at 1767 s.
+_MAX_KEEPALIVE = 1177
+
+
+class Config:
+    """Validated settings; attributes are the keys of the JSON object."""
+
+    def __init__(self, values, source="config"):
+        if not isinstance(values, dict):
+            raise ConfigError("%s: expected a JSON object" % source)
+        unknown = [k for k in values if k not in _SCHEMA]
+        if unknown:
+            raise ConfigError("%s: unknown key %r" % (source, sorted(unknown)[0]))
+        for key, (kind, default) in _SCHEMA.items():
+            if key in values:
+                value = values[key]
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise ConfigError("%s: key %r has the wrong type" % (source, key))
+            elif default is None:
+                raise ConfigError("%s: missing required key %r" % (source, key))
+            else:
+                value = default
+            setattr(self, key, value)
+        self._check(source)
+
+    def _check(self, source):
+        if not self.hub_host or not self.device_id:
+            raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty" % source)
+        if self.auth not in AUTH_METHODS:
+            raise ConfigError("%s: key 'auth' must be one of %s, not %r"
+                              % (source, ", ".join(AUTH_METHODS), self.auth))
+        if self.tls_profile not in TLS_PROFILES:
+            raise ConfigError("%s: unknown cipher profile %r in key 'tls_profile' (use one of %s)"
+                              % (source, self.tls_profile, ", ".join(TLS_PROFILES)))
+        if not 0 < self.port < 65536:
+            raise ConfigError("%s: key 'port' must be 1..65535" % source)
+        if not 0 <= self.keepalive <= _MAX_KEEPALIVE:
+            raise ConfigError("%s: key 'keepalive' must be 0..%d s (the hub caps it)"
+                              % (source, _MAX_KEEPALIVE))
+        if self.timeout <= 0:
+            raise ConfigError("%s: key 'timeout' must be positive" % source)
+        if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
+            raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
+
+    @property
+    def dial_address(self):
+        return self.address or self.hub_host
+
+
+def load(path=DEFAULT_PATH):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config file not found: %s" % path)
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise ConfigError("config file is not valid JSON: %s" % path)
+    return Config(values, path)

@@ -1,0 +1,37 @@
+"""The library's exceptions: one per layer, each message names what to fix."""
+
+
+class AziotError(Exception):
+    pass
+
+
+class ConfigError(AziotError):
+    """The device config is missing, not JSON, or has a wrong key."""
+
+
+class CertificateError(AziotError):
+    """A root, device certificate or key is missing, corrupt or out of date."""
+
+
+class TlsError(AziotError):
+    """The TLS handshake failed; the message carries the mbedTLS reason."""
+
+    def __init__(self, message, code=0):
+        super().__init__(message)
+        self.code = code  # the mbedTLS error code, 0 when there is none
+
+
+class ConnectionRefused(AziotError):
+    """The hub answered CONNECT with a non-zero CONNACK code."""
+
+    def __init__(self, code, meaning):
+        super().__init__("hub refused the connection: CONNACK %d (%s)" % (code, meaning))
+        self.code = code
+
+
+class ProtocolError(AziotError):
+    """Bytes from the network that do not follow MQTT or the hub's dialect."""
+
+
+class ConnectionLost(AziotError):
+    """The link to the hub broke or was closed by the hub."""

@@ -1,0 +1,94 @@
+"""MQTT over the TLS socket: our CONNECT, then umqtt.simple for the session.
+
+umqtt.simple (micropython-lib) dials its own socket and cannot send a user
+name without a password; IoT Hub's X.509 login needs exactly that, and the
+TLS wrap must use our SSLContext on every umqtt.simple release (1.3.4 on
+PyPI imports `ussl`, boards' 1.8 takes `ssl=`). So the transport dials,
+wraps and logs in itself, then hands the socket to MQTTClient.
+"""
+
+import socket
+
+from umqtt.simple import MQTTClient
+
+from . import protocol
+from .errors import ConnectionLost, ConnectionRefused, ProtocolError
+
+
+def open_socket(address, port, timeout):
+    """A TCP socket connected to address:port, with a blocking timeout."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM)[0]
+    except OSError as e:
+        raise ConnectionLost("cannot resolve %s: %s" % (address, e))
+    sock = socket.socket(family, kind, proto)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(addr)
+    except OSError as e:
+        sock.close()
+        raise ConnectionLost("cannot connect to %s:%d: %s" % (address, port, _errno_text(e)))
+    return sock
+
+
+def _errno_text(err):
+    code = err.args[0] if err.args else None
+    names = {111: "connection refused", 110: "timed out", 113: "no route to host",
+             104: "connection reset"}
+    return names.get(code, repr(err))
+
+
+def _read_exact(stream, n, what):
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = stream.read(n - len(buf))
+        except OSError as e:
+            raise ConnectionLost("connection lost while waiting for %s: %s" % (what, _errno_text(e)))
+        if not chunk:
+            raise ConnectionLost("the hub closed the connection instead of sending %s" % what)
+        buf += chunk
+    return buf
+
+
+class MqttSession:
+    """One logged-in MQTT 3.1.1 session on a TLS stream."""
+
+    def __init__(self, stream, client_id, username, password=None, keepalive=60,
+                 clean_session=False):
+        try:
+            stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
+        except OSError as e:
+            raise ConnectionLost("connection lost while sending CONNECT: %s" % _errno_text(e))
+        self.session_present, code = protocol.parse_connack(_read_exact(stream, 4, "CONNACK"))
+        if code:
+            stream.close()
+            raise ConnectionRefused(code, protocol.CONNACK_MEANINGS.get(code, "unknown code"))
+        client = MQTTClient(client_id, "", keepalive=keepalive)
+        client.sock = stream
+        self._client = client
+
+    def publish(self, topic, payload, qos=1):
+        """Returns once sent (QoS 0) or acknowledged by the hub (QoS 1)."""
+        if qos not in (0, 1):
+            raise ValueError("IoT Hub accepts QoS 0 or 1 only, not %r" % (qos,))
+        try:
+            self._client.publish(topic, payload, qos=qos)
+        except OSError as e:
+            self.close()
+            raise ConnectionLost("connection lost while publishing to %s: %s" % (topic, _errno_text(e)))
+        except (AssertionError, IndexError):
+            self.close()
+            raise ProtocolError("malformed packet from the hub while publishing")
+
+    def disconnect(self):
+        try:
+            self._client.disconnect()
+        except OSError:
+            self.close()
+
+    def close(self):
+        try:
+            self._client.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,99 @@
+"""The TLS client context the hub's policy asks for, and the handshake.
+
+TLS 1.2 only, CERT_REQUIRED with SNI and host name verification always on,
+roots from flash, the device's X.509 identity, and a cipher profile:
+  ecc    - the four ECDHE-ECDSA suites: the hub then presents its ECC chain,
+           which is much smaller to receive and verify than the RSA one;
+  rsa    - the four ECDHE-RSA suites IoT Hub enforces since 2025;
+  compat - whatever the firmware offers by default.
+A ClientHello offering both kinds gets the RSA certificate (hub rule), so
+"ecc+rsa" is two handshakes, chosen one level up.
+"""
+
+import tls
+
+from .errors import CertificateError, TlsError
+
+ECC_SUITES = (
+    "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
+    "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
+    "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256",
+    "TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA384",
+)
+RSA_SUITES = (
+    "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
+    "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+    "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256",
+    "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384",
+)
+PROFILES = {"ecc": ECC_SUITES, "rsa": RSA_SUITES, "compat": None}
+
+# mbedTLS error codes worth a sentence of advice.
+ERR_FATAL_ALERT = -0x7780
+ERR_BAD_INPUT_DATA = -0x7100
+_HINTS = {
+    ERR_FATAL_ALERT: "the hub sent a fatal alert: it shares no cipher suite with this profile "
+                     "(an 'ecc' profile against a hub without an ECC certificate?) or it "
+                     "refused the TLS version or the client certificate",
+    ERR_BAD_INPUT_DATA: "a TLS record larger than the receive buffer arrived: enable "
+                        "Maximum Fragment Length or enlarge the mbedTLS IN buffer",
+    -0x7880: "the hub closed the connection during the handshake",
+    -0x7200: "invalid record from the peer (not a TLS server, or corrupted link)",
+    -0x6C00: "mbedTLS internal error (out of memory?)",
+}
+
+
+def make_context(profile, roots, cert_der, key_der, cert_path="", key_path=""):
+    """roots: [(path, der)] as certs.load_roots returns."""
+    if profile not in PROFILES:
+        raise TlsError("unknown cipher profile %r (use one of %s)"
+                       % (profile, ", ".join(sorted(PROFILES))))
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    for path, der in roots:
+        try:
+            ctx.load_verify_locations(der)  # each call appends to the trust list
+        except (ValueError, OSError) as e:
+            raise CertificateError("root CA rejected by mbedTLS (%s): %s" % (_text(e), path))
+    if cert_der is not None:
+        try:
+            ctx.load_cert_chain(cert_der, key_der)
+        except (ValueError, OSError) as e:
+            raise CertificateError("device certificate or key rejected by mbedTLS (%s): %s, %s"
+                                   % (_text(e), cert_path, key_path))
+    suites = PROFILES[profile]
+    if suites:
+        try:
+            ctx.set_ciphers(list(suites))
+        except (ValueError, OSError) as e:
+            raise TlsError("this firmware lacks the %r cipher suites (%s)" % (profile, _text(e)))
+    return ctx
+
+
+def handshake(sock, ctx, server_hostname, where):
+    """Wrap a connected socket; `where` names the peer in errors."""
+    try:
+        return ctx.wrap_socket(sock, server_hostname=server_hostname)
+    except ValueError as e:
+        # MicroPython reports certificate verification failures as ValueError
+        # carrying mbedTLS's verify text (unknown root, name mismatch, expiry).
+        raise TlsError("server certificate of %s rejected: %s" % (where, _text(e)))
+    except OSError as e:
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+        raise TlsError(describe_error(e, where), code)
+
+
+def describe_error(err, where):
+    code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
+    msg = "TLS handshake with %s failed: %s" % (where, _text(err))
+    if code < 0:
+        msg += " (-0x%04X)" % -code
+    hint = _HINTS.get(code)
+    return msg + ("; " + hint if hint else "")
+
+
+def _text(err):
+    parts = [a for a in err.args if isinstance(a, str)]
+    if parts:
+        return " ".join(p.strip() for p in parts)
+    return " ".join(str(a) for a in err.args) or type(err).__name__

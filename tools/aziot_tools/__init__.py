@@ -1,0 +1,1 @@
+"""Host-side tools for aziot: hub emulator, provisioning, device runner."""

@@ -1,0 +1,161 @@
+"""`aziot`: the host-side command line (hub emulator, provisioning, demo)."""
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import sys
+
+from . import paths, pki
+
+DEFAULT_STATE = os.path.join(paths.BUILD, "hub")
+
+
+def _add_state(p):
+    p.add_argument("--state", default=DEFAULT_STATE,
+                   help="hub state directory: server chains, registry, telemetry (default: %(default)s)")
+
+
+def cmd_hub(args):
+    from .hub.server import HubEmulator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    hub = HubEmulator(args.state, listen_host=args.listen, port=args.port, hub_host=args.hub_host,
+                      tls_mode=args.mode)
+
+    async def serve():
+        await hub.start()
+        print("roots for devices: %s, %s" % (hub.identity.root_path("ecc", "der"),
+                                             hub.identity.root_path("rsa", "der")), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await hub.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_telemetry(args):
+    path = os.path.join(args.state, "telemetry.jsonl")
+    if not os.path.exists(path):
+        print("no telemetry stored in %s" % args.state, file=sys.stderr)
+        return 1
+    with open(path) as f:
+        for line in f:
+            m = json.loads(line)
+            if args.device and m["device_id"] != args.device:
+                continue
+            payload = base64.b64decode(m["payload_b64"])
+            print("%s %s mid=%s props=%s body=%s" % (m["received"], m["device_id"],
+                  m["system_properties"].get("$.mid"), json.dumps(m["properties"], sort_keys=True),
+                  payload.decode("utf-8", "replace")))
+    return 0
+
+
+def cmd_provision(args):
+    from . import provision
+
+    main_py = None
+    if args.main:
+        with open(args.main, "rb") as f:
+            main_py = f.read()
+    from .hub.server import ServerIdentity
+
+    ServerIdentity(args.state, args.hub_host)  # the roots the device must trust
+    overrides = {"tls_profile": args.profile}
+    if args.address:
+        overrides["address"] = args.address
+    if args.port:
+        overrides["port"] = args.port
+    dev = provision.provision(args.state, args.device_id, args.image, auth=args.auth,
+                              hub_host=args.hub_host, main_py=main_py, **overrides)
+    provision.write_identity(dev.identity, os.path.join(args.state, "devices"), args.device_id)
+    print("device %s: %s, thumbprint SHA-256 %s" % (args.device_id, args.auth, dev.identity.thumbprint_sha256))
+    print("flash image: %s" % args.image)
+    for path in sorted(dev.files):
+        print("  %-36s %6d bytes" % (path, len(dev.files[path])))
+    return 0
+
+
+def cmd_run(args):
+    from . import device
+
+    device.prepare_unix_lib()
+    result = device.run(args.image, args.app, timeout=args.timeout, heap=args.heap)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
+def cmd_demo(args):
+    from . import demo
+
+    return demo.main(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="aziot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("hub", help="run the IoT Hub emulator in the foreground",
+                       description="Run the local IoT Hub emulator (MQTT over TLS 1.2) until Ctrl-C.")
+    _add_state(p)
+    p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8883, help="TCP port (default: %(default)s)")
+    p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST, help="the hub's host name (default: %(default)s)")
+    p.add_argument("--mode", default="ecc-preview", choices=("ecc-preview", "ecc-only", "rsa-only"),
+                   help="server certificates offered (default: %(default)s)")
+    p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("telemetry", help="print the telemetry a hub stored",
+                       description="Print the device-to-cloud messages stored in a hub state directory.")
+    _add_state(p)
+    p.add_argument("--device", help="only this device id")
+    p.set_defaults(func=cmd_telemetry)
+
+    p = sub.add_parser("provision", help="make a device identity, register it, write its flash image",
+                       description="Create an ECC P-256 device identity, register it with the hub "
+                                   "emulator's registry and write the device's littlefs image.")
+    _add_state(p)
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--image", required=True, help="output littlefs image path")
+    p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca"))
+    p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa", "compat"),
+                   help="TLS cipher profile (default: %(default)s)")
+    p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST)
+    p.add_argument("--address", help="address the device dials, when not the hub host name")
+    p.add_argument("--port", type=int, help="port the device dials (default 8883)")
+    p.add_argument("--main", help="device app to store as /main.py")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("run", help="run a device image under the MicroPython Unix port",
+                       description="Mount a flash image as a board's filesystem under the Unix port "
+                                   "and run APP (or the image's /main.py).")
+    p.add_argument("image")
+    p.add_argument("app", nargs="?")
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--heap", help="MicroPython heap size, e.g. 160K, to mimic a board")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="emulator + one provisioned device + telemetry, end to end",
+                       description="Start the emulator, provision a device, run examples/telemetry.py "
+                                   "under the Unix port, print what the hub saw, stop everything.")
+    p.add_argument("--messages", type=int, default=3)
+    p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The emulator's device registry: a JSON file, re-read at each login.
+
+    {"devices": {"dev1": {"auth": "x509_thumbprint", "status": "enabled",
+                          "primary_thumbprint": "AB..", "secondary_thumbprint": ""}},
+     "certificate_authorities": {"fleet-ca": "-----BEGIN CERTIFICATE-----..."}}
+
+Authentication follows IoT Hub: `x509_thumbprint` matches the client
+certificate's SHA-1 or SHA-256 thumbprint against the primary or secondary
+one; `x509_ca` needs a chain to a registered (verified) CA and subject CN
+equal to the device id. Either way the certificate must be within its dates.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+AUTH_TYPES = ("x509_thumbprint", "x509_ca")
+
+
+class Registry:
+    def __init__(self, path: str):
+        self.path = path
+        if not os.path.exists(path):
+            self._save({"devices": {}, "certificate_authorities": {}})
+
+    def _load(self) -> dict:
+        with open(self.path) as f:
+            return json.load(f)
+
+    def _save(self, data: dict):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    def add_device(self, device_id: str, auth: str, primary_thumbprint: str = "",
+                   secondary_thumbprint: str = "", status: str = "enabled"):
+        if auth not in AUTH_TYPES:
+            raise ValueError("auth must be one of %s, not %r" % (", ".join(AUTH_TYPES), auth))
+        if auth == "x509_thumbprint" and not primary_thumbprint:
+            raise ValueError("x509_thumbprint devices need a primary thumbprint")
+        data = self._load()
+        data["devices"][device_id] = {
+            "auth": auth,
+            "status": status,
+            "primary_thumbprint": primary_thumbprint.upper(),
+            "secondary_thumbprint": secondary_thumbprint.upper(),
+        }
+        self._save(data)
+
+    def add_ca(self, name: str, cert_pem: bytes):
+        x509.load_pem_x509_certificate(cert_pem)  # refuse garbage now, not at login
+        data = self._load()
+        data["certificate_authorities"][name] = cert_pem.decode()
+        self._save(data)
+
+    def device(self, device_id: str):
+        return self._load()["devices"].get(device_id)
+
+    def authenticate(self, device_id: str, chain: list, now: datetime.datetime = None):
+        """None when the client certificate chain may log in as device_id, else the reason."""
+        data = self._load()
+        entry = data["devices"].get(device_id)
+        if entry is None:
+            return "device %r is not registered" % device_id
+        if entry.get("status") != "enabled":
+            return "device %r is disabled" % device_id
+        if not chain:
+            return "no client certificate was presented"
+        leaf = chain[0]
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        for cert in chain:
+            if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+                return "certificate %s is outside its validity period (%s .. %s)" % (
+                    cert.subject.rfc4514_string(), cert.not_valid_before_utc, cert.not_valid_after_utc)
+        if entry["auth"] == "x509_thumbprint":
+            der = leaf.public_bytes(Encoding.DER)
+            seen = {hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest().upper()}
+            allowed = {entry.get("primary_thumbprint"), entry.get("secondary_thumbprint")} - {"", None}
+            if not seen & allowed:
+                return "client certificate thumbprint %s matches neither registered thumbprint" % (
+                    hashlib.sha256(der).hexdigest().upper())
+            return None
+        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not cns or cns[0].value != device_id:
+            return "certificate CN %r is not the device id" % (cns[0].value if cns else None)
+        cas = [x509.load_pem_x509_certificate(p.encode()) for p in data["certificate_authorities"].values()]
+        return _chain_to_ca(chain, cas)
+
+
+def _chain_to_ca(chain: list, cas: list):
+    """None if chain[0] leads, through chain[1:], to one of cas by signature."""
+    current = chain[0]
+    intermediates = list(chain[1:])
+    for _ in range(len(chain) + 1):
+        for ca in cas:
+            if current.issuer == ca.subject and _signed_by(current, ca):
+                return None
+        nxt = next((c for c in intermediates if current.issuer == c.subject and _signed_by(current, c)), None)
+        if nxt is None:
+            break
+        intermediates.remove(nxt)
+        current = nxt
+    return "client certificate does not chain to a registered certificate authority"
+
+
+def _signed_by(cert, issuer) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False

@@ -1,0 +1,96 @@
+"""Provisioning, first cut: device identity, hub registration, flash image.
+
+One call per device: make an ECC P-256 key and certificate (self-signed for
+thumbprint authentication, or signed by the fleet CA), register it with the
+emulator's registry, and write the device's littlefs image with its config,
+roots, certificate and key.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from . import flashimage, pki
+from .hub.registry import Registry
+
+FLEET_CA_NAME = "aziot-fleet-ca"
+ROOT_FILES = {"ecc": "/azure-iot/roots/hub-ecc-root.der", "rsa": "/azure-iot/roots/hub-rsa-root.der"}
+
+
+@dataclass
+class ProvisionedDevice:
+    device_id: str
+    identity: pki.Identity
+    config: dict
+    image_path: str
+    files: dict = field(repr=False, default_factory=dict)
+
+
+def fleet_ca(state_dir: str) -> pki.Identity:
+    """The CA that signs `x509_ca` devices: made once per hub state, registered as verified."""
+    folder = os.path.join(state_dir, "pki")
+    cert_path, key_path = os.path.join(folder, "device-ca.pem"), os.path.join(folder, "device-ca-key.pem")
+    if os.path.exists(cert_path):
+        with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+            return pki.load_identity(c.read(), k.read())
+    os.makedirs(folder, exist_ok=True)
+    ca = pki.make_device_ca()
+    with open(cert_path, "wb") as f:
+        f.write(ca.cert_pem)
+    with open(key_path, "wb") as f:
+        f.write(ca.key_pem)
+    os.chmod(key_path, 0o600)
+    Registry(os.path.join(state_dir, "registry.json")).add_ca(FLEET_CA_NAME, ca.cert_pem)
+    return ca
+
+
+def device_config(device_id: str, hub_host: str, **overrides) -> dict:
+    config = {"hub_host": hub_host, "device_id": device_id, "auth": "x509",
+              "tls_profile": "ecc+rsa", "roots": "/azure-iot/roots",
+              "cert": "/azure-iot/device.der", "key": "/azure-iot/device-key.der"}
+    config.update(overrides)
+    return config
+
+
+def root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
+    """The hub's roots as flash files (DER), read from the emulator's state."""
+    out = {}
+    for kind in kinds:
+        with open(os.path.join(state_dir, "server", "%s-root.der" % kind), "rb") as f:
+            out[ROOT_FILES[kind]] = f.read()
+    return out
+
+
+def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x509_thumbprint",
+              hub_host: str = pki.DEFAULT_HUB_HOST, root_kinds=("ecc", "rsa"),
+              identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
+              **config_overrides) -> ProvisionedDevice:
+    """Make (or take) the identity, register it, write the image. config_overrides go into config.json."""
+    if identity is None:
+        ca = fleet_ca(state_dir) if auth == "x509_ca" else None
+        identity = pki.make_device_identity(device_id, ca)
+    if register:
+        Registry(os.path.join(state_dir, "registry.json")).add_device(
+            device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "")
+    config = device_config(device_id, hub_host, **config_overrides)
+    files = root_files(state_dir, root_kinds)
+    files["/azure-iot/config.json"] = json.dumps(config).encode()
+    files[config.get("cert", "/azure-iot/device.der")] = identity.cert_der
+    files[config.get("key", "/azure-iot/device-key.der")] = identity.key_der
+    if main_py is not None:
+        files["/main.py"] = main_py
+    os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
+    with open(image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    return ProvisionedDevice(device_id, identity, config, image_path, files)
+
+
+def write_identity(identity: pki.Identity, folder: str, device_id: str):
+    """Keep the device's PEM files beside the image (key readable by the owner only)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, device_id + ".pem"), "wb") as f:
+        f.write(identity.cert_pem)
+    key_path = os.path.join(folder, device_id + "-key.pem")
+    with open(key_path, "wb") as f:
+        f.write(identity.key_pem)
+    os.chmod(key_path, 0o600)

@@ -32,6 +32,7 @@ $(STAMP): tools/requirements.txt tools/pyproject.toml
 
 build/unix-lib/umqtt/simple.py: $(STAMP) tools/aziot_tools/deps.py
 	$(BIN)/python -c "from aziot_tools import device; device.prepare_unix_lib()"
+	touch $@
 
 demo: setup  ## emulator + provisioned device + telemetry round trip, then stop
 	$(BIN)/aziot demo

@@ -69,9 +69,9 @@ def make_server_context(mode: str, ecc_chain=None, rsa_chain=None, workdir: str 
 
 
 def _load_key(key_pem: bytes):
-    from OpenSSL import crypto
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    return crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    return load_pem_private_key(key_pem, None)
 
 
 class TlsStream:

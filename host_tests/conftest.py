@@ -1,0 +1,98 @@
+"""Fixtures: a hub emulator per test, provisioned devices, device code in micropython.
+
+Device code always runs in the real MicroPython Unix port (a subprocess),
+never imported into CPython.
+"""
+
+import os
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+from aziot_tools import device, paths, pki, provision
+from aziot_tools.hub.server import BackgroundHub, ServerIdentity
+
+
+@pytest.fixture(scope="session")
+def unix_lib():
+    return device.prepare_unix_lib()
+
+
+@pytest.fixture(scope="session")
+def server_pki(tmp_path_factory):
+    """Server chains are slow to make (RSA 4096): once per session, copied per hub."""
+    state = tmp_path_factory.mktemp("server-pki")
+    ServerIdentity(str(state), pki.DEFAULT_HUB_HOST)
+    return str(state / "server")
+
+
+@pytest.fixture
+def hub_state(tmp_path, server_pki):
+    state = tmp_path / "hub"
+    shutil.copytree(server_pki, state / "server")
+    return str(state)
+
+
+@pytest.fixture
+def start_hub(hub_state):
+    """start_hub(tls_mode=...) -> a running HubEmulator on a free loopback port, stopped after the test."""
+    running = []
+
+    def start(tls_mode="ecc-preview", **kwargs):
+        bg = BackgroundHub(hub_state, port=0, tls_mode=tls_mode, **kwargs)
+        hub = bg.__enter__()
+        running.append(bg)
+        return hub
+
+    yield start
+    for bg in reversed(running):
+        bg.__exit__(None, None, None)
+
+
+@pytest.fixture
+def hub(start_hub):
+    return start_hub()
+
+
+@pytest.fixture
+def provision_device(hub_state, tmp_path):
+    """provision_device(device_id, hub, **kw) -> ProvisionedDevice dialing that hub on loopback."""
+
+    def make(device_id, hub=None, **kwargs):
+        if hub is not None:
+            kwargs.setdefault("address", "127.0.0.1")
+            kwargs.setdefault("port", hub.port)
+        image = str(tmp_path / (device_id + ".img"))
+        return provision.provision(hub_state, device_id, image, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def run_device(tmp_path, unix_lib):
+    """run_device(image, code, *args) runs `code` as the device app; returns DeviceRun."""
+    counter = iter(range(1000))
+
+    def run(image, code, *args, timeout=60, heap=None):
+        app = tmp_path / ("app%d.py" % next(counter))
+        app.write_text(textwrap.dedent(code))
+        return device.run(image, str(app), *args, timeout=timeout, heap=heap, lib_dir=unix_lib)
+
+    return run
+
+
+@pytest.fixture
+def mpy(tmp_path, unix_lib):
+    """mpy(code) runs code in micropython with /lib-style imports; returns stdout (asserts exit 0)."""
+
+    def run(code, timeout=60):
+        script = tmp_path / "snippet.py"
+        script.write_text(textwrap.dedent(code))
+        proc = subprocess.run([paths.micropython(), str(script)], capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, MICROPYPATH=unix_lib))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    return run

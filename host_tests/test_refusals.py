@@ -1,0 +1,222 @@
+"""Every refusal ends in an error that names the problem, on the side that refuses."""
+
+import datetime
+import json
+
+from aziot_tools import flashimage, pki
+from aziot_tools.hub.registry import Registry
+
+from devicecode import CONNECT_AND_SEND, outcome
+
+
+def rewrite_image(dev, changes: dict, config: dict = None):
+    """Rewrite a provisioned image with some files replaced (None deletes)."""
+    files = dict(dev.files)
+    if config is not None:
+        files["/azure-iot/config.json"] = json.dumps(config).encode()
+    for path, data in changes.items():
+        if data is None:
+            files.pop(path, None)
+        else:
+            files[path] = data
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+
+
+def assert_no_secret(run, dev):
+    key_hex = dev.identity.key_der.hex()
+    assert key_hex[-64:] not in run.output.lower()
+
+
+def test_unknown_device_gets_connack_5(hub, provision_device, run_device):
+    dev = provision_device("ghost", hub, register=False)
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out.startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5 (not authorized")
+    (conn,) = hub.connections("ghost")
+    assert (conn.result, conn.connack) == ("refused", 5)
+    assert conn.reason == "device 'ghost' is not registered"
+    assert hub.telemetry() == []
+
+
+def test_wrong_thumbprint_is_refused(hub, hub_state, provision_device, run_device):
+    dev = provision_device("dev-thumb", hub)
+    other = pki.make_device_identity("dev-thumb")
+    Registry(hub_state + "/registry.json").add_device("dev-thumb", "x509_thumbprint", other.thumbprint_sha256)
+    run = run_device(dev.image_path, CONNECT_AND_SEND)
+    assert outcome(run).startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5")
+    (conn,) = hub.connections("dev-thumb")
+    assert "matches neither registered thumbprint" in conn.reason
+    assert_no_secret(run, dev)
+
+
+def test_secondary_sha1_thumbprint_is_accepted(hub, hub_state, provision_device, run_device):
+    dev = provision_device("dev-sha1", hub)
+    other = pki.make_device_identity("dev-sha1")
+    Registry(hub_state + "/registry.json").add_device(
+        "dev-sha1", "x509_thumbprint", other.thumbprint_sha256, dev.identity.thumbprint_sha1)
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
+
+
+def test_ca_auth_needs_cn_equal_to_device_id(hub, provision_device, run_device):
+    from aziot_tools.provision import fleet_ca
+
+    dev = provision_device("dev-cn", hub, auth="x509_ca")
+    wrong = pki.make_device_identity("someone-else", fleet_ca(hub.state_dir))
+    rewrite_image(dev, {"/azure-iot/device.der": wrong.cert_der, "/azure-iot/device-key.der": wrong.key_der})
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)).startswith(
+        "ERROR ConnectionRefused hub refused the connection: CONNACK 5")
+    assert hub.connections("dev-cn")[0].reason == "certificate CN 'someone-else' is not the device id"
+
+
+def test_ca_auth_refuses_an_unregistered_ca(hub, provision_device, run_device):
+    rogue_ca = pki.make_device_ca("rogue CA")
+    dev = provision_device("dev-rogue", hub, auth="x509_ca",
+                           identity=pki.make_device_identity("dev-rogue", rogue_ca))
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)).startswith("ERROR ConnectionRefused")
+    assert "does not chain to a registered certificate authority" in hub.connections("dev-rogue")[0].reason
+
+
+def test_no_client_certificate_is_refused(hub, provision_device, run_device):
+    dev = provision_device("dev-nocert", hub)
+    run = run_device(dev.image_path, """
+        from aziot import certs, config, protocol, tlsconf
+        from aziot.mqtt import MqttSession, open_socket
+        cfg = config.load()
+        roots = certs.load_roots(certs.list_root_files(cfg.roots))
+        ctx = tlsconf.make_context("ecc", roots, None, None)   # no client certificate
+        sock = open_socket(cfg.dial_address, cfg.port, 10)
+        stream = tlsconf.handshake(sock, ctx, cfg.hub_host, "hub")
+        try:
+            MqttSession(stream, cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id))
+            print("DONE")
+        except Exception as e:
+            print("ERROR", type(e).__name__, str(e))
+    """)
+    assert outcome(run).startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5")
+    assert hub.connections("dev-nocert")[0].reason == "no client certificate was presented"
+
+
+def _expired_identity(device_id):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return pki.make_device_identity(device_id, not_before=now - datetime.timedelta(days=400),
+                                    not_after=now - datetime.timedelta(days=2))
+
+
+def test_expired_device_certificate_is_refused_by_the_device(hub, provision_device, run_device):
+    dev = provision_device("dev-expired", hub, identity=_expired_identity("dev-expired"))
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    expiry = dev.identity.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert out == "ERROR CertificateError device certificate expired on %s: /azure-iot/device.der" % expiry
+    assert hub.connections() == []  # refused before dialing
+
+
+def test_expired_device_certificate_is_refused_by_the_hub(hub, provision_device, run_device):
+    """A device whose clock is unset cannot check its own certificate; the hub still refuses it."""
+    dev = provision_device("dev-expired2", hub, identity=_expired_identity("dev-expired2"))
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        from aziot.config import load
+        hub = HubClient(load(), clock_now=lambda: 0)   # RTC never set
+        try:
+            hub.connect()
+            print("DONE")
+        except Exception as e:
+            print("ERROR", type(e).__name__, str(e))
+    """)
+    assert outcome(run).startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5")
+    assert "outside its validity period" in hub.connections("dev-expired2")[0].reason
+
+
+def test_server_chain_from_an_unknown_root_is_refused_by_the_device(hub, provision_device, run_device):
+    dev = provision_device("dev-roots", hub, tls_profile="ecc")
+    foreign = pki.make_server_pki("ecc").root.cert_der
+    rewrite_image(dev, {"/azure-iot/roots/hub-ecc-root.der": foreign, "/azure-iot/roots/hub-rsa-root.der": None})
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out.startswith("ERROR TlsError server certificate of emulated-hub.azure-devices.net (127.0.0.1:%d) "
+                          "rejected:" % hub.port)
+    assert "not correctly signed by the trusted CA" in out
+    assert hub.telemetry() == []
+
+
+def test_host_name_mismatch_is_refused_by_the_device(hub, provision_device, run_device):
+    dev = provision_device("dev-host", hub, hub_host="contoso-hub.example.com", tls_profile="ecc")
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out.startswith("ERROR TlsError server certificate of contoso-hub.example.com")
+    assert "Common Name (CN) does not match" in out
+    assert [c.result for c in hub.connections()] == ["tls-failed"]
+
+
+def test_rsa_only_device_is_refused_by_an_ecc_only_hub(start_hub, provision_device, run_device):
+    hub = start_hub("ecc-only")
+    dev = provision_device("dev-rsa", hub, tls_profile="rsa")
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net")
+    assert "MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE (-0x7780)" in out
+    assert "shares no cipher suite" in out
+    assert hub.connections()[0].reason == "no shared cipher"
+
+
+def test_missing_key_file(hub, provision_device, run_device):
+    dev = provision_device("dev-nokey", hub)
+    rewrite_image(dev, {"/azure-iot/device-key.der": None})
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out == "ERROR CertificateError device key file not found: /azure-iot/device-key.der"
+
+
+def test_corrupt_pem_certificate(hub, provision_device, run_device):
+    dev = provision_device("dev-pem", hub)
+    pem = dev.identity.cert_pem.decode().splitlines()
+    pem[3] = pem[3][:10] + "!!!!" + pem[3][14:]  # damage the base64 body
+    rewrite_image(dev, {"/azure-iot/device.der": "\n".join(pem[:-3] + pem[-1:]).encode()})
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out.startswith("ERROR CertificateError device certificate is ")
+    assert out.endswith(": /azure-iot/device.der")
+    assert "corrupt" in out
+
+
+def test_pem_files_are_accepted(hub, provision_device, run_device):
+    dev = provision_device("dev-pemok", hub)
+    rewrite_image(dev, {"/azure-iot/device.der": dev.identity.cert_pem,
+                        "/azure-iot/device-key.der": dev.identity.key_pem})
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
+
+
+def test_unknown_cipher_profile(hub, provision_device, run_device):
+    dev = provision_device("dev-prof", hub, tls_profile="chacha")
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out == ("ERROR ConfigError /azure-iot/config.json: unknown cipher profile 'chacha' in key "
+                   "'tls_profile' (use one of ecc, rsa, ecc+rsa, compat)")
+
+
+def test_config_errors_name_the_key(hub, provision_device, run_device):
+    dev = provision_device("dev-cfg", hub)
+    config = dict(dev.config)
+    del config["device_id"]
+    rewrite_image(dev, {}, config)
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR ConfigError /azure-iot/config.json: missing required key 'device_id'"
+    config = dict(dev.config, port="8883")
+    rewrite_image(dev, {}, config)
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR ConfigError /azure-iot/config.json: key 'port' has the wrong type"
+
+
+def test_publishing_to_another_devices_topic_disconnects(hub, provision_device, run_device):
+    dev = provision_device("dev-acl", hub)
+    provision_device("dev-victim", hub)
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        try:
+            hub._session.publish(b"devices/dev-victim/messages/events/", b"spoofed", 1)
+            print("DONE")
+        except Exception as e:
+            print("ERROR", type(e).__name__, str(e))
+    """)
+    out = outcome(run)
+    assert out.startswith("ERROR ConnectionLost connection lost while publishing to")
+    (conn,) = hub.connections("dev-acl")
+    assert conn.result == "closed"
+    assert "is not this identity's telemetry topic" in conn.reason
+    assert hub.telemetry() == []

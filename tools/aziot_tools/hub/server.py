@@ -38,7 +38,7 @@ class ConnectionRecord:
     peer: str
     device_id: str = None
     module_id: str = ""
-    result: str = "tls-failed"  # tls-failed, refused, connected, closed
+    result: str = "tls-failed"  # tls-failed, tls-ok (no login), refused, connected, closed
     reason: str = ""
     connack: int = None
     tls_version: str = None
@@ -167,6 +167,7 @@ class HubEmulator:
             log.info("%s TLS refused: %s", peer, record.reason)
             writer.close()
             return
+        record.result = "tls-ok"  # until CONNECT says more
         record.handshake_ms = round((loop.time() - started) * 1000, 2)
         info = stream.info()
         record.tls_version, record.cipher, record.server_key = info["version"], info["cipher"], info["server_key"]

@@ -1,0 +1,80 @@
+"""The emulator's TLS policy, probed by an independent client: `openssl s_client`."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from aziot_tools import pki
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl command not installed")
+
+
+def s_client(hub, *args, ca=None):
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % hub.port, "-servername", hub.hub_host]
+    if ca:
+        cmd += ["-CAfile", hub.identity.root_path(ca), "-verify_return_error",
+                "-verify_hostname", hub.hub_host]
+    proc = subprocess.run(cmd + list(args), input=b"", capture_output=True, timeout=20)
+    return proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace")
+
+
+@pytest.mark.parametrize("version", ["-tls1", "-tls1_1", "-tls1_3"])
+def test_versions_other_than_tls12_are_refused(hub, version):
+    # SECLEVEL=0 so that it is the hub, not the local OpenSSL, that says no.
+    extra = ["-cipher", "DEFAULT@SECLEVEL=0"] if version != "-tls1_3" else []
+    code, out = s_client(hub, version, *extra)
+    assert code != 0
+    assert "alert protocol version" in out
+    assert [c.reason for c in hub.connections()] == ["unsupported protocol"]
+
+
+def test_tls12_is_accepted_and_both_chains_verify_to_their_roots(hub):
+    code, out = s_client(hub, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", ca="ecc")
+    assert code == 0, out
+    assert "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in out
+    assert "Verify return code: 0 (ok)" in out
+    code, out = s_client(hub, "-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384", ca="rsa")
+    assert code == 0, out
+    assert "Cipher is ECDHE-RSA-AES256-GCM-SHA384" in out
+    assert "Verify return code: 0 (ok)" in out
+
+
+def test_offering_both_kinds_gets_rsa(hub):
+    code, out = s_client(hub, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    assert code == 0, out
+    assert "Cipher is ECDHE-RSA-AES128-GCM-SHA256" in out
+
+
+@pytest.mark.parametrize("suite", ["AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-CHACHA20-POLY1305",
+                                   "DHE-RSA-AES128-GCM-SHA256"])
+def test_suites_outside_the_hub_list_are_refused(hub, suite):
+    code, out = s_client(hub, "-tls1_2", "-cipher", suite)
+    assert code != 0
+    assert "alert handshake failure" in out
+    assert hub.connections()[0].reason == "no shared cipher"
+
+
+def test_rsa_only_client_is_refused_by_the_ecc_only_hub(start_hub):
+    hub = start_hub("ecc-only")
+    code, out = s_client(hub, "-tls1_2", "-cipher", ":".join(
+        "ECDHE-RSA-" + s for s in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA256", "AES256-SHA384")))
+    assert code != 0
+    assert "alert handshake failure" in out
+    code, out = s_client(hub, "-tls1_2", ca="ecc")
+    assert code == 0 and "Cipher is ECDHE-ECDSA-" in out, out
+
+
+def test_the_ecc_chain_is_shaped_like_the_hubs():
+    """Leaf + issuing CA, P-256 leaf under P-384 CAs, the hub's SAN list (handshake sizes transfer)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509 import DNSName, SubjectAlternativeName
+
+    ecc, rsa_chain = pki.make_server_pki("ecc"), pki.make_server_pki("rsa")
+    assert len(ecc.leaf.chain) == 1 and len(rsa_chain.leaf.chain) == 1
+    assert ecc.leaf.key.curve.name == "secp256r1" and ecc.issuing.key.curve.name == "secp384r1"
+    assert isinstance(ecc.root.key, ec.EllipticCurvePrivateKey)
+    assert rsa_chain.issuing.key.key_size == 4096 and rsa_chain.leaf.key.key_size == 2048
+    assert isinstance(rsa_chain.root.key, rsa.RSAPrivateKey)
+    sans = ecc.leaf.cert.extensions.get_extension_for_class(SubjectAlternativeName).value
+    assert set(pki.HUB_SANS) <= set(sans.get_values_for_type(DNSName))

@@ -10,7 +10,7 @@ DEB_PACKAGES = mosquitto openssl
 BIN   = $(VENV)/bin
 STAMP = $(VENV)/.aziot-setup
 
-.PHONY: help setup demo test hub clean
+.PHONY: help setup demo test hub bench clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: setup  ## the host test suite (device code runs in the real micropython bi
 
 hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE)
 	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT)
+
+bench: setup  ## handshake time/bytes/heap and QoS 1 throughput, ECC vs RSA profile
+	$(BIN)/aziot bench
 
 clean:  ## remove build outputs (keeps the venv)
 	rm -rf build

@@ -100,3 +100,24 @@ def test_properties_are_url_encoded_on_the_wire(hub, provision_device, run_devic
     assert msg.topic.startswith("devices/dev-props/messages/events/%24.mid=msg-1&%24.cid=corr-1&")
     assert "k%202=v%2F2%26x" in msg.topic
     assert "unicode=caf%C3%A9" in msg.topic
+
+
+def test_each_small_publish_is_one_tls_record(hub, provision_device, run_device):
+    """umqtt.simple writes a PUBLISH in pieces; they must leave as one TLS record (29 B of GCM overhead)."""
+    dev = provision_device("dev-rec", hub, tls_profile="ecc")
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        for i in range(50):
+            hub.send_telemetry(b"0123456789", message_id="%02d" % i, content_type=None, content_encoding=None)
+        hub.disconnect()
+    """)
+    assert run.returncode == 0, run.output
+    (conn,) = hub.connections("dev-rec")
+    assert len(hub.telemetry("dev-rec")) == 50
+    topic = len("devices/dev-rec/messages/events/%24.mid=00")
+    mqtt_bytes = 2 + 2 + topic + 2 + 10  # fixed header, topic length, topic, packet id, payload
+    # After the handshake: CONNECT record, 50 PUBLISH records, DISCONNECT record, close_notify.
+    per_message = (conn.bytes_in - conn.handshake_bytes_in) / 50
+    assert per_message <= mqtt_bytes + 29 + 3, per_message

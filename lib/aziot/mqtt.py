@@ -15,6 +15,64 @@ from . import protocol
 from .errors import ConnectionLost, ConnectionRefused, ProtocolError
 
 
+class PacketStream:
+    """Gathers the small writes umqtt.simple makes for one packet into one TLS record.
+
+    umqtt.simple writes a PUBLISH in four or five pieces; on a TLS socket each
+    is a record of its own (29 bytes of AES-GCM overhead each) and, with
+    Nagle's algorithm against a delayed ACK, a 40 ms stall per message. The
+    gathered bytes go out before any read, or on flush().
+    """
+
+    LIMIT = 1024  # larger writes (payloads) pass straight through
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buf = bytearray(self.LIMIT)
+        self._len = 0
+
+    def write(self, data, length=None):
+        if isinstance(data, str):
+            data = data.encode()
+        if length is not None:
+            data = memoryview(data)[:length]
+        n = len(data)
+        if self._len + n > self.LIMIT:
+            self.flush()
+            if n > self.LIMIT:
+                return self._sock.write(data)
+        self._buf[self._len:self._len + n] = data
+        self._len += n
+        return n
+
+    def flush(self):
+        if self._len:
+            self._sock.write(memoryview(self._buf)[:self._len])
+            self._len = 0
+
+    def read(self, n):
+        self.flush()
+        return self._sock.read(n)
+
+    def setblocking(self, flag):
+        self._sock.setblocking(flag)
+
+    def close(self):
+        try:
+            self.flush()  # umqtt.simple's disconnect() writes DISCONNECT then closes
+        finally:
+            self._len = 0
+            self._sock.close()
+
+
+def _no_delay(sock):
+    """Disable Nagle where the port allows it (Linux, ESP-IDF); others ignore it."""
+    try:
+        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: MicroPython names neither
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 def open_socket(address, port, timeout):
     """A TCP socket connected to address:port, with a blocking timeout."""
     try:
@@ -28,6 +86,7 @@ def open_socket(address, port, timeout):
     except OSError as e:
         sock.close()
         raise ConnectionLost("cannot connect to %s:%d: %s" % (address, port, _errno_text(e)))
+    _no_delay(sock)
     return sock
 
 
@@ -54,10 +113,12 @@ def _read_exact(stream, n, what):
 class MqttSession:
     """One logged-in MQTT 3.1.1 session on a TLS stream."""
 
-    def __init__(self, stream, client_id, username, password=None, keepalive=60,
+    def __init__(self, tls_sock, client_id, username, password=None, keepalive=60,
                  clean_session=False):
+        stream = PacketStream(tls_sock)
         try:
             stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
+            stream.flush()
         except OSError as e:
             raise ConnectionLost("connection lost while sending CONNECT: %s" % _errno_text(e))
         self.session_present, code = protocol.parse_connack(_read_exact(stream, 4, "CONNACK"))
@@ -74,6 +135,7 @@ class MqttSession:
             raise ValueError("IoT Hub accepts QoS 0 or 1 only, not %r" % (qos,))
         try:
             self._client.publish(topic, payload, qos=qos)
+            self._client.sock.flush()  # QoS 0 reads nothing that would flush it
         except OSError as e:
             self.close()
             raise ConnectionLost("connection lost while publishing to %s: %s" % (topic, _errno_text(e)))

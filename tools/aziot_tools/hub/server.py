@@ -48,6 +48,7 @@ class ConnectionRecord:
     handshake_bytes_in: int = 0
     handshake_bytes_out: int = 0
     handshake_ms: float = None
+    bytes_in: int = 0  # all TLS bytes from the client, handshake included
     username: str = None
     api_version: str = None
     clean_session: bool = None
@@ -184,6 +185,7 @@ class HubEmulator:
             record.reason = str(e)
             log.warning("%s %s: closing: %s", peer, record.device_id or "?", e)
         finally:
+            record.bytes_in = stream.bytes_in
             if record.result == "connected":
                 record.result = "closed"
             if record.device_id and self._sessions.get(self._client_id(record)) is stream:

@@ -133,7 +133,7 @@ def test_server_chain_from_an_unknown_root_is_refused_by_the_device(hub, provisi
     rewrite_image(dev, {"/azure-iot/roots/hub-ecc-root.der": foreign, "/azure-iot/roots/hub-rsa-root.der": None})
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out.startswith("ERROR TlsError server certificate of emulated-hub.azure-devices.net (127.0.0.1:%d) "
-                          "rejected:" % hub.port)
+                          "with profile 'ecc' rejected:" % hub.port)
     assert "not correctly signed by the trusted CA" in out
     assert hub.telemetry() == []
 

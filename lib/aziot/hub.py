@@ -51,13 +51,16 @@ class HubClient:
         """Open TLS, log in with the X.509 identity; returns the CONNACK session-present flag."""
         cfg = self.config
         cert_der, key_der = self._load_identity()
+        if self._session is not None:  # one connection per identity: the hub would drop one anyway
+            self._session.close()
+            self._session = None
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = _PROFILE_ORDER[cfg.tls_profile]
         for i, profile in enumerate(profiles):
             ctx = tlsconf.make_context(profile, self._roots, cert_der, key_der, cfg.cert, cfg.key)
             sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
             try:
-                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, where)
+                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, where + " with profile '%s'" % profile)
             except TlsError as e:
                 sock.close()
                 if e.code == tlsconf.ERR_FATAL_ALERT and i + 1 < len(profiles):

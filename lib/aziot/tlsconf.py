@@ -33,7 +33,7 @@ ERR_FATAL_ALERT = -0x7780
 ERR_BAD_INPUT_DATA = -0x7100
 _HINTS = {
     ERR_FATAL_ALERT: "the hub sent a fatal alert: it shares no cipher suite with this profile "
-                     "(an 'ecc' profile against a hub without an ECC certificate?) or it "
+                     "('ecc' needs a hub with an ECC certificate; 'ecc+rsa' falls back) or it "
                      "refused the TLS version or the client certificate",
     ERR_BAD_INPUT_DATA: "a TLS record larger than the receive buffer arrived: enable "
                         "Maximum Fragment Length or enlarge the mbedTLS IN buffer",
@@ -71,7 +71,7 @@ def make_context(profile, roots, cert_der, key_der, cert_path="", key_path=""):
 
 
 def handshake(sock, ctx, server_hostname, where):
-    """Wrap a connected socket; `where` names the peer in errors."""
+    """Wrap a connected socket; `where` names the peer (and profile) in errors."""
     try:
         return ctx.wrap_socket(sock, server_hostname=server_hostname)
     except ValueError as e:

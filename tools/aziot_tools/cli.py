@@ -27,8 +27,8 @@ def cmd_hub(args):
 
     async def serve():
         await hub.start()
-        print("roots for devices: %s, %s" % (hub.identity.root_path("ecc", "der"),
-                                             hub.identity.root_path("rsa", "der")), flush=True)
+        print("roots for devices: %s, %s" % (os.path.relpath(hub.identity.root_path("ecc", "der")),
+                                             os.path.relpath(hub.identity.root_path("rsa", "der"))), flush=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -17,7 +17,9 @@ help:  ## this list
 	@echo "  variables: MICROPYTHON=/path/to/micropython (default: the venv's Unix port), HUB_PORT, HUB_STATE"
 
 setup: $(STAMP) build/unix-lib/umqtt/simple.py  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
-	@for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -5,6 +5,17 @@ class AziotError(Exception):
     pass
 
 
+_ERRNO_NAMES = {104: "connection reset", 110: "timed out", 111: "connection refused",
+                113: "no route to host", 128: "not connected", -2: "host name not found"}
+
+
+def oserror_text(err):
+    """'timed out' rather than '[Errno 110] ETIMEDOUT' or a bare 110 in messages."""
+    code = err.args[0] if err.args else None
+    name = _ERRNO_NAMES.get(code)
+    return name if name else (" ".join(str(a) for a in err.args) or type(err).__name__)
+
+
 class ConfigError(AziotError):
     """The device config is missing, not JSON, or has a wrong key."""
 

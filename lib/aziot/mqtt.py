@@ -12,7 +12,7 @@ import socket
 from umqtt.simple import MQTTClient
 
 from . import protocol
-from .errors import ConnectionLost, ConnectionRefused, ProtocolError
+from .errors import ConnectionLost, ConnectionRefused, ProtocolError, oserror_text
 
 
 class PacketStream:
@@ -78,23 +78,16 @@ def open_socket(address, port, timeout):
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
-        raise ConnectionLost("cannot resolve %s: %s" % (address, e))
+        raise ConnectionLost("cannot resolve %s: %s" % (address, oserror_text(e)))
     sock = socket.socket(family, kind, proto)
     sock.settimeout(timeout)
     try:
         sock.connect(addr)
     except OSError as e:
         sock.close()
-        raise ConnectionLost("cannot connect to %s:%d: %s" % (address, port, _errno_text(e)))
+        raise ConnectionLost("cannot connect to %s:%d: %s" % (address, port, oserror_text(e)))
     _no_delay(sock)
     return sock
-
-
-def _errno_text(err):
-    code = err.args[0] if err.args else None
-    names = {111: "connection refused", 110: "timed out", 113: "no route to host",
-             104: "connection reset"}
-    return names.get(code, repr(err))
 
 
 def _read_exact(stream, n, what):
@@ -103,7 +96,7 @@ def _read_exact(stream, n, what):
         try:
             chunk = stream.read(n - len(buf))
         except OSError as e:
-            raise ConnectionLost("connection lost while waiting for %s: %s" % (what, _errno_text(e)))
+            raise ConnectionLost("connection lost while waiting for %s: %s" % (what, oserror_text(e)))
         if not chunk:
             raise ConnectionLost("the hub closed the connection instead of sending %s" % what)
         buf += chunk
@@ -120,7 +113,7 @@ class MqttSession:
             stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
             stream.flush()
         except OSError as e:
-            raise ConnectionLost("connection lost while sending CONNECT: %s" % _errno_text(e))
+            raise ConnectionLost("connection lost while sending CONNECT: %s" % oserror_text(e))
         self.session_present, code = protocol.parse_connack(_read_exact(stream, 4, "CONNACK"))
         if code:
             stream.close()
@@ -138,7 +131,7 @@ class MqttSession:
             self._client.sock.flush()  # QoS 0 reads nothing that would flush it
         except OSError as e:
             self.close()
-            raise ConnectionLost("connection lost while publishing to %s: %s" % (topic, _errno_text(e)))
+            raise ConnectionLost("connection lost while publishing to %s: %s" % (topic, oserror_text(e)))
         except (AssertionError, IndexError):
             self.close()
             raise ProtocolError("malformed packet from the hub while publishing")

@@ -10,7 +10,7 @@ from .errors import ProtocolError
 # RFC 3986 unreserved characters pass; everything else is %XX (UTF-8), as the
 # Python SDK encodes property names and values (space -> %20, $ -> %24).
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
-_HEX = "0123456789ABCDEF"
+_HEX = b"0123456789ABCDEF"
 _HEXDIGITS = b"0123456789ABCDEFabcdef"
 
 # System property names as they appear in a telemetry topic.
@@ -33,13 +33,22 @@ CONNACK_MEANINGS = {
 
 
 def url_encode(text):
-    out = []
-    for b in text.encode() if isinstance(text, str) else text:
+    """Percent-encoding of a str (as UTF-8) or bytes; returns str."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    for b in data:
+        if b not in _UNRESERVED:
+            break
+    else:
+        return data.decode()  # the common case: nothing to escape
+    out = bytearray()
+    for b in data:
         if b in _UNRESERVED:
-            out.append(chr(b))
+            out.append(b)
         else:
-            out.append("%" + _HEX[b >> 4] + _HEX[b & 15])
-    return "".join(out)
+            out.append(0x25)  # '%'
+            out.append(_HEX[b >> 4])
+            out.append(_HEX[b & 15])
+    return out.decode()
 
 
 def url_decode(text):

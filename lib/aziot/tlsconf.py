@@ -12,7 +12,7 @@ A ClientHello offering both kinds gets the RSA certificate (hub rule), so
 
 import tls
 
-from .errors import CertificateError, TlsError
+from .errors import CertificateError, TlsError, oserror_text
 
 ECC_SUITES = (
     "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
@@ -85,9 +85,9 @@ def handshake(sock, ctx, server_hostname, where):
 
 def describe_error(err, where):
     code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
-    msg = "TLS handshake with %s failed: %s" % (where, _text(err))
-    if code < 0:
-        msg += " (-0x%04X)" % -code
+    if code >= 0:  # an errno from the socket under TLS, not an mbedTLS code
+        return "TLS handshake with %s failed: %s" % (where, oserror_text(err))
+    msg = "TLS handshake with %s failed: %s (-0x%04X)" % (where, _text(err), -code)
     hint = _HINTS.get(code)
     return msg + ("; " + hint if hint else "")
 

@@ -1,0 +1,70 @@
+"""A hub that is not there, or says nothing: bounded waits and errors that say which."""
+
+import socket
+import threading
+import time
+
+from devicecode import CONNECT_AND_SEND, free_port, outcome
+
+
+def test_nothing_listening(hub_state, provision_device, run_device):
+    port = free_port()
+    dev = provision_device("dev-off", address="127.0.0.1", port=port)
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out == "ERROR ConnectionLost cannot connect to 127.0.0.1:%d: connection refused" % port
+
+
+def test_silent_server_times_out_the_handshake(provision_device, run_device):
+    """Accepts TCP, never speaks TLS: the device gives up after its configured timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        dev = provision_device("dev-silent", address="127.0.0.1", port=listener.getsockname()[1], timeout=2)
+        started = time.monotonic()
+        out = outcome(run_device(dev.image_path, CONNECT_AND_SEND, timeout=30))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    assert out == ("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net (127.0.0.1:%d) "
+                   "with profile 'ecc' failed: timed out" % dev.config["port"])
+    assert elapsed < 20  # bounded by the 2 s timeout, not hung
+
+
+def test_runs_in_a_board_sized_heap(hub, provision_device, run_device):
+    """96 KB of MicroPython heap, compiling the library from source on the way (72 KB fails).
+
+    A Pico W leaves an application about 160 KB; frozen bytecode needs less than source.
+    """
+    dev = provision_device("dev-small", hub, tls_profile="ecc")
+    run = run_device(dev.image_path, """
+        import gc
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        for i in range(50):
+            hub.send_telemetry(b'{"t": 21.5}', {"seq": i})
+        hub.disconnect()
+        gc.collect()
+        print("DONE", gc.mem_alloc())
+    """, heap="128K")
+    assert run.returncode == 0, run.output
+    assert run.stdout.startswith("DONE")
+    assert len(hub.telemetry("dev-small")) == 50

@@ -199,6 +199,12 @@ def test_config_errors_name_the_key(hub, provision_device, run_device):
     rewrite_image(dev, {}, config)
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
         "ERROR ConfigError /azure-iot/config.json: key 'port' has the wrong type"
+    rewrite_image(dev, {"/azure-iot/config.json": b'{"hub_host": "h",'})
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR ConfigError config file is not valid JSON: /azure-iot/config.json"
+    rewrite_image(dev, {"/azure-iot/config.json": None})
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR ConfigError config file not found: /azure-iot/config.json"
 
 
 def test_publishing_to_another_devices_topic_disconnects(hub, provision_device, run_device):

@@ -78,3 +78,11 @@ def test_the_ecc_chain_is_shaped_like_the_hubs():
     assert isinstance(rsa_chain.root.key, rsa.RSAPrivateKey)
     sans = ecc.leaf.cert.extensions.get_extension_for_class(SubjectAlternativeName).value
     assert set(pki.HUB_SANS) <= set(sans.get_values_for_type(DNSName))
+    from cryptography.x509 import AuthorityInformationAccess, CRLDistributionPoints
+
+    for cert in (ecc.leaf.cert, ecc.issuing.cert, rsa_chain.leaf.cert):
+        cert.extensions.get_extension_for_class(AuthorityInformationAccess)
+        cert.extensions.get_extension_for_class(CRLDistributionPoints)
+    # Microsoft measured ~2.7 KB (ECC) vs ~4.5 KB (RSA) per handshake on the real hub.
+    assert 1900 < len(ecc.leaf.cert_der) + len(ecc.issuing.cert_der) < 2400
+    assert 3000 < len(rsa_chain.leaf.cert_der) + len(rsa_chain.issuing.cert_der) < 3700

@@ -11,6 +11,7 @@ measured against the emulator transfer to the real hub:
 
 import datetime
 import hashlib
+import os
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -110,8 +111,36 @@ def _sign_hash(issuer_key):
     return hashes.SHA256()
 
 
+# Public CAs' certificates carry these too; they are most of a leaf's size.
+# Stand-in for the embedded SCT list: same size, a private OID, so that no
+# parser (cryptography's included) tries to read random bytes as SCTs.
+_SCT_SIZED_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.1")
+_POLICY_OID = x509.ObjectIdentifier("2.23.140.1.2.2")  # CA/B Forum OV
+
+
+def _public_ca_extensions(builder, issuer_cn: str, leaf: bool):
+    """AIA, CRL distribution point, policies (and for a leaf, an SCT-list-sized blob), as public CAs issue."""
+    slug = issuer_cn.lower().replace(" ", "")
+    builder = builder.add_extension(x509.AuthorityInformationAccess([
+        x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                               x509.UniformResourceIdentifier("http://oneocsp.example.invalid/ocsp")),
+        x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                               x509.UniformResourceIdentifier("http://www.example.invalid/pkiops/certs/%s.crt" % slug)),
+    ]), critical=False)
+    builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+        [x509.UniformResourceIdentifier("http://www.example.invalid/pkiops/crl/%s.crl" % slug)],
+        None, None, None)]), critical=False)
+    builder = builder.add_extension(x509.CertificatePolicies([x509.PolicyInformation(_POLICY_OID, None)]),
+                                    critical=False)
+    if leaf:
+        # Two embedded SCTs are about 240 bytes; mbedTLS skips this non-critical extension.
+        blob = bytes([0x04, 0x81, 0xF0]) + os.urandom(0xF0)
+        builder = builder.add_extension(x509.UnrecognizedExtension(_SCT_SIZED_OID, blob), critical=False)
+    return builder
+
+
 def _issue(subject, key, issuer: Identity = None, *, ca=False, path_len=None,
-           sans=(), eku=None, not_before=None, not_after=None, days=365):
+           sans=(), eku=None, not_before=None, not_after=None, days=365, public=False):
     not_before = not_before or _now() - datetime.timedelta(hours=1)
     not_after = not_after or not_before + datetime.timedelta(days=days)
     signer_key = issuer.key if issuer else key
@@ -147,6 +176,9 @@ def _issue(subject, key, issuer: Identity = None, *, ca=False, path_len=None,
         )
     if eku:
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    if public and issuer:
+        issuer_cn = issuer.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        builder = _public_ca_extensions(builder, issuer_cn, leaf=not ca)
     cert = builder.sign(signer_key, _sign_hash(signer_key))
     chain = ((issuer.cert,) + issuer.chain) if issuer else ()
     # A root is not sent by a server; drop it from the chain a leaf carries.
@@ -177,10 +209,11 @@ def make_server_pki(kind: str, hub_host: str = DEFAULT_HUB_HOST, root_cn: str = 
         raise ValueError("server chain kind must be 'ecc' or 'rsa', not %r" % kind)
     root = _issue(_name(root_cn, "aziot test PKI"), _new_key(root_key), ca=True, days=3650)
     issuing = _issue(_name(issuing_cn, "aziot test PKI"), _new_key(issuing_key), root,
-                     ca=True, path_len=0, days=1825)
+                     ca=True, path_len=0, days=1825, public=True)
     sans = (hub_host,) + tuple(s for s in HUB_SANS if s != hub_host)
     leaf = _issue(_name("*.azure-devices.net"), _new_key(leaf_key), issuing, sans=sans,
-                  eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days=180)
+                  eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days=180,
+                  public=True)
     return ServerPki(root, issuing, leaf)
 
 

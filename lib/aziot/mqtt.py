@@ -103,6 +103,26 @@ def _read_exact(stream, n, what):
     return buf
 
 
+def _login(stream, client_id, username, password, keepalive, clean_session):
+    """CONNECT, then CONNACK; returns session-present or raises with the hub's reason."""
+    try:
+        stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
+        stream.flush()
+    except OSError as e:
+        raise ConnectionLost("connection lost while sending CONNECT: %s" % oserror_text(e))
+    session_present, code = protocol.parse_connack(_read_exact(stream, 4, "CONNACK"))
+    if code:
+        raise ConnectionRefused(code, protocol.CONNACK_MEANINGS.get(code, "unknown code"))
+    return session_present
+
+
+def _close_quietly(stream):
+    try:
+        stream.close()
+    except OSError:
+        pass
+
+
 class MqttSession:
     """One logged-in MQTT 3.1.1 session on a TLS stream."""
 
@@ -110,14 +130,10 @@ class MqttSession:
                  clean_session=False):
         stream = PacketStream(tls_sock)
         try:
-            stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
-            stream.flush()
-        except OSError as e:
-            raise ConnectionLost("connection lost while sending CONNECT: %s" % oserror_text(e))
-        self.session_present, code = protocol.parse_connack(_read_exact(stream, 4, "CONNACK"))
-        if code:
-            stream.close()
-            raise ConnectionRefused(code, protocol.CONNACK_MEANINGS.get(code, "unknown code"))
+            self.session_present = _login(stream, client_id, username, password, keepalive, clean_session)
+        except Exception:
+            _close_quietly(stream)  # a failed login must not leak the socket
+            raise
         client = MQTTClient(client_id, "", keepalive=keepalive)
         client.sock = stream
         self._client = client
@@ -143,7 +159,4 @@ class MqttSession:
             self.close()
 
     def close(self):
-        try:
-            self._client.sock.close()
-        except OSError:
-            pass
+        _close_quietly(self._client.sock)

@@ -82,8 +82,7 @@ def test_no_client_certificate_is_refused(hub, provision_device, run_device):
         from aziot import certs, config, protocol, tlsconf
         from aziot.mqtt import MqttSession, open_socket
         cfg = config.load()
-        roots = certs.load_roots(certs.list_root_files(cfg.roots))
-        ctx = tlsconf.make_context("ecc", roots, None, None)   # no client certificate
+        ctx = tlsconf.make_context("ecc", certs.root_files(cfg.roots), None, None)   # no client certificate
         sock = open_socket(cfg.dial_address, cfg.port, 10)
         stream = tlsconf.handshake(sock, ctx, cfg.hub_host, "hub")
         try:
@@ -226,3 +225,16 @@ def test_publishing_to_another_devices_topic_disconnects(hub, provision_device, 
     assert conn.result == "closed"
     assert "is not this identity's telemetry topic" in conn.reason
     assert hub.telemetry() == []
+
+
+def test_root_file_errors_name_the_path(hub, provision_device, run_device):
+    dev = provision_device("dev-noroots", hub)
+    rewrite_image(dev, {}, dict(dev.config, roots=["/azure-iot/roots/hub-ecc-root.der", "/azure-iot/roots/g3.der"]))
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR CertificateError root CA file not found: /azure-iot/roots/g3.der"
+    rewrite_image(dev, {}, dict(dev.config, roots="/azure-iot/trust"))
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR CertificateError root CA directory not found: /azure-iot/trust"
+    rewrite_image(dev, {}, dict(dev.config, roots=[]))
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
+        "ERROR CertificateError no root CA files in config key 'roots': the hub cannot be verified"

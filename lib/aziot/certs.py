@@ -83,22 +83,23 @@ def _check_der_sequence(der, path, what):
         raise CertificateError("%s is not valid DER or PEM (corrupt or truncated): %s" % (what, path))
 
 
-def load_roots(paths):
-    """[(path, der)] for each root file; there must be at least one."""
-    if not paths:
-        raise CertificateError("no root CA files configured: the hub cannot be verified")
-    return [(p, read_der(p, "root CA")) for p in paths]
+def root_files(roots):
+    """The root CA files of config key 'roots': a directory (every file, sorted) or a list.
 
-
-def list_root_files(directory):
-    """Every file in a roots directory, sorted, so several roots survive a migration."""
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        raise CertificateError("root CA directory not found: %s" % directory)
-    paths = [directory.rstrip("/") + "/" + n for n in names]
+    Several roots survive a hub root migration; there must be at least one.
+    """
+    if isinstance(roots, str):
+        try:
+            names = sorted(os.listdir(roots))
+        except OSError:
+            raise CertificateError("root CA directory not found: %s" % roots)
+        paths = [roots.rstrip("/") + "/" + n for n in names]
+        where = roots
+    else:
+        paths = list(roots)
+        where = "config key 'roots'"
     if not paths:
-        raise CertificateError("root CA directory is empty: %s" % directory)
+        raise CertificateError("no root CA files in %s: the hub cannot be verified" % where)
     return paths
 
 

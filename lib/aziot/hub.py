@@ -25,8 +25,7 @@ class HubClient:
         self.config = config
         self._now = clock_now
         self._session = None
-        self._identity = None
-        self._roots = None
+        self._root_files = None
         self.tls_profile = None  # the profile of the live connection
         self._next_message_id = 1
 
@@ -35,17 +34,15 @@ class HubClient:
         return cls(load_config(path))
 
     def _load_identity(self):
-        """Read certificates from flash once; they are checked on every connect."""
+        """(cert, key) DER from flash, read at each connect rather than held in RAM between."""
         cfg = self.config
-        if self._roots is None:
-            paths = certs.list_root_files(cfg.roots) if isinstance(cfg.roots, str) else cfg.roots
-            self._roots = certs.load_roots(paths)
-            self._identity = (certs.read_der(cfg.cert, "device certificate"),
-                              certs.read_der(cfg.key, "device key"))
+        if self._root_files is None:
+            self._root_files = certs.root_files(cfg.roots)
+        cert_der = certs.read_der(cfg.cert, "device certificate")
         now = self._now()
         if clock.is_set(now):
-            certs.check_current(self._identity[0], now, cfg.cert)
-        return self._identity
+            certs.check_current(cert_der, now, cfg.cert)
+        return cert_der, certs.read_der(cfg.key, "device key")
 
     def connect(self):
         """Open TLS, log in with the X.509 identity; returns the CONNACK session-present flag."""
@@ -57,7 +54,7 @@ class HubClient:
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = _PROFILE_ORDER[cfg.tls_profile]
         for i, profile in enumerate(profiles):
-            ctx = tlsconf.make_context(profile, self._roots, cert_der, key_der, cfg.cert, cfg.key)
+            ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
             sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
             try:
                 stream = tlsconf.handshake(sock, ctx, cfg.hub_host, where + " with profile '%s'" % profile)

@@ -12,6 +12,7 @@ A ClientHello offering both kinds gets the RSA certificate (hub rule), so
 
 import tls
 
+from .certs import read_der
 from .errors import CertificateError, TlsError, oserror_text
 
 ECC_SUITES = (
@@ -43,14 +44,18 @@ _HINTS = {
 }
 
 
-def make_context(profile, roots, cert_der, key_der, cert_path="", key_path=""):
-    """roots: [(path, der)] as certs.load_roots returns."""
+def make_context(profile, root_paths, cert_der, key_der, cert_path="", key_path=""):
+    """A client context trusting the roots in root_paths, read from flash one at a time.
+
+    One root's DER is in RAM at a time: mbedTLS keeps its own parsed copy.
+    """
     if profile not in PROFILES:
         raise TlsError("unknown cipher profile %r (use one of %s)"
                        % (profile, ", ".join(sorted(PROFILES))))
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = tls.CERT_REQUIRED
-    for path, der in roots:
+    for path in root_paths:
+        der = read_der(path, "root CA")
         try:
             ctx.load_verify_locations(der)  # each call appends to the trust list
         except (ValueError, OSError) as e:

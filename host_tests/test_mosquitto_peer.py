@@ -109,7 +109,7 @@ def subscriber(broker, tmp_path, topic_filter):
 def test_device_publishes_through_mosquitto_with_the_hub_ecc_policy(broker, tmp_path, hub_state, run_device):
     image = str(tmp_path / "dev.img")
     dev = provision.provision(hub_state, "dev-mosq", image, auth="x509_ca", register=False,
-                              address="127.0.0.1", port=broker["port"], tls_profile="ecc", root_kinds=("ecc",))
+                              address="127.0.0.1", port=broker["port"], tls_profile="ecc")
     client, received = subscriber(broker, tmp_path, "devices/+/messages/events/#")
     try:
         run = run_device(dev.image_path, """

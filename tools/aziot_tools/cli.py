@@ -60,26 +60,41 @@ def cmd_telemetry(args):
 
 def cmd_provision(args):
     from . import provision
+    from .hub.server import ServerIdentity
 
     main_py = None
     if args.main:
         with open(args.main, "rb") as f:
             main_py = f.read()
-    from .hub.server import ServerIdentity
-
-    ServerIdentity(args.state, args.hub_host)  # the roots the device must trust
+    to_emulator = args.roots == "emulator"
+    if to_emulator:
+        ServerIdentity(args.state, args.hub_host)  # the roots the device must trust
     overrides = {"tls_profile": args.profile}
     if args.address:
         overrides["address"] = args.address
     if args.port:
         overrides["port"] = args.port
-    dev = provision.provision(args.state, args.device_id, args.image, auth=args.auth,
-                              hub_host=args.hub_host, main_py=main_py, **overrides)
-    provision.write_identity(dev.identity, os.path.join(args.state, "devices"), args.device_id)
+    dev = provision.provision(args.state, args.device_id, args.image, auth=args.auth, hub_host=args.hub_host,
+                              roots=args.roots, register=to_emulator, main_py=main_py, **overrides)
+    folder = os.path.join(args.state, "devices")
+    provision.write_identity(dev.identity, folder, args.device_id)
     print("device %s: %s, thumbprint SHA-256 %s" % (args.device_id, args.auth, dev.identity.thumbprint_sha256))
+    print("identity: %s (certificate and key, PEM)" % os.path.relpath(os.path.join(folder, args.device_id + ".pem")))
     print("flash image: %s" % args.image)
     for path in sorted(dev.files):
-        print("  %-36s %6d bytes" % (path, len(dev.files[path])))
+        print("  %-44s %6d bytes" % (path, len(dev.files[path])))
+    if to_emulator:
+        print("registered with the emulator in %s" % os.path.relpath(args.state))
+    else:
+        hub_name = args.hub_host.split(".")[0]
+        if args.auth == "x509_thumbprint":
+            print("register it on the hub:\n  az iot hub device-identity create --hub-name %s --device-id %s "
+                  "--auth-method x509_thumbprint --primary-thumbprint %s"
+                  % (hub_name, args.device_id, dev.identity.thumbprint_sha256))
+        else:
+            print("register it on the hub (the fleet CA %s must be uploaded and verified first):\n"
+                  "  az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
+                  % (os.path.relpath(os.path.join(args.state, "pki", "device-ca.pem")), hub_name, args.device_id))
     return 0
 
 
@@ -134,7 +149,11 @@ def build_parser():
     p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca"))
     p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa", "compat"),
                    help="TLS cipher profile (default: %(default)s)")
-    p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST)
+    p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST,
+                   help="the hub's host name (default: %(default)s, the emulator)")
+    p.add_argument("--roots", default="emulator", choices=("emulator", "azure"),
+                   help="trust the emulator's roots (and register with it), or the real hub's "
+                        "DigiCert G2/G3 and Microsoft RSA/ECC 2017 roots (default: %(default)s)")
     p.add_argument("--address", help="address the device dials, when not the hub host name")
     p.add_argument("--port", type=int, help="port the device dials (default 8883)")
     p.add_argument("--main", help="device app to store as /main.py")

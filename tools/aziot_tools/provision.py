@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import flashimage, pki
+from .roots import azure_root_files
 from .hub.registry import Registry
 
 FLEET_CA_NAME = "aziot-fleet-ca"
@@ -52,8 +53,13 @@ def device_config(device_id: str, hub_host: str, **overrides) -> dict:
     return config
 
 
-def root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
-    """The hub's roots as flash files (DER), read from the emulator's state."""
+def profile_kinds(tls_profile: str) -> tuple:
+    """Which server chains (and so roots) a device with this profile may meet."""
+    return {"ecc": ("ecc",), "rsa": ("rsa",)}.get(tls_profile, ("ecc", "rsa"))
+
+
+def emulator_root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
+    """The emulator's roots as flash files (DER), read from its state directory."""
     out = {}
     for kind in kinds:
         with open(os.path.join(state_dir, "server", "%s-root.der" % kind), "rb") as f:
@@ -62,10 +68,15 @@ def root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
 
 
 def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x509_thumbprint",
-              hub_host: str = pki.DEFAULT_HUB_HOST, root_kinds=("ecc", "rsa"),
+              hub_host: str = pki.DEFAULT_HUB_HOST, roots: str = "emulator", root_kinds=None,
               identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
               **config_overrides) -> ProvisionedDevice:
-    """Make (or take) the identity, register it, write the image. config_overrides go into config.json."""
+    """Make (or take) the identity, register it with the emulator, write the image.
+
+    roots: "emulator" (the emulator's test roots) or "azure" (the real hub's,
+    see roots.py). root_kinds defaults to what the TLS profile can meet.
+    config_overrides go into config.json.
+    """
     if identity is None:
         ca = fleet_ca(state_dir) if auth == "x509_ca" else None
         identity = pki.make_device_identity(device_id, ca)
@@ -73,7 +84,13 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         Registry(os.path.join(state_dir, "registry.json")).add_device(
             device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "")
     config = device_config(device_id, hub_host, **config_overrides)
-    files = root_files(state_dir, root_kinds)
+    kinds = root_kinds or profile_kinds(config["tls_profile"])
+    if roots == "azure":
+        files = azure_root_files(kinds)
+    elif roots == "emulator":
+        files = emulator_root_files(state_dir, kinds)
+    else:
+        raise ValueError("roots must be 'emulator' or 'azure', not %r" % roots)
     files["/azure-iot/config.json"] = json.dumps(config).encode()
     files[config.get("cert", "/azure-iot/device.der")] = identity.cert_der
     files[config.get("key", "/azure-iot/device-key.der")] = identity.key_der

@@ -3,6 +3,8 @@
 import datetime
 import json
 
+import pytest
+
 from aziot_tools import flashimage, pki
 from aziot_tools.hub.registry import Registry
 
@@ -206,7 +208,9 @@ def test_config_errors_name_the_key(hub, provision_device, run_device):
         "ERROR ConfigError config file not found: /azure-iot/config.json"
 
 
-def test_publishing_to_another_devices_topic_disconnects(hub, provision_device, run_device):
+@pytest.mark.parametrize("topic", ["devices/dev-victim/messages/events/", "devices/dev-acl/messages/devicebound/",
+                                   "$iothub/unknown", "devices/dev-acl/modules/m1/messages/events/"])
+def test_publishing_outside_the_devices_telemetry_topic_disconnects(hub, provision_device, run_device, topic):
     dev = provision_device("dev-acl", hub)
     provision_device("dev-victim", hub)
     run = run_device(dev.image_path, """
@@ -214,17 +218,35 @@ def test_publishing_to_another_devices_topic_disconnects(hub, provision_device, 
         hub = HubClient.from_flash()
         hub.connect()
         try:
-            hub._session.publish(b"devices/dev-victim/messages/events/", b"spoofed", 1)
+            hub._session.publish(%r, b"spoofed", 1)
             print("DONE")
         except Exception as e:
             print("ERROR", type(e).__name__, str(e))
-    """)
+    """ % topic.encode())
     out = outcome(run)
     assert out.startswith("ERROR ConnectionLost connection lost while publishing to")
     (conn,) = hub.connections("dev-acl")
     assert conn.result == "closed"
     assert "is not this identity's telemetry topic" in conn.reason
     assert hub.telemetry() == []
+
+
+def test_a_second_connection_for_the_same_device_drops_the_first(hub, provision_device, run_device):
+    dev = provision_device("dev-twice", hub)
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        first, second = HubClient.from_flash(), HubClient.from_flash()
+        first.connect()
+        second.connect()
+        second.send_telemetry(b"from second")
+        try:
+            first.send_telemetry(b"from first")
+            print("DONE")
+        except Exception as e:
+            print("ERROR", type(e).__name__, str(e))
+    """)
+    assert outcome(run).startswith("ERROR ConnectionLost")
+    assert [m.payload for m in hub.telemetry("dev-twice")] == [b"from second"]
 
 
 def test_root_file_errors_name_the_path(hub, provision_device, run_device):

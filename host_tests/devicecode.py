@@ -15,7 +15,7 @@ from aziot.hub import HubClient
 try:
     hub = HubClient.from_flash()
     hub.connect()
-    print("CONNECTED", hub.tls_profile)
+    print("CONNECTED", hub.tls_profile, hub.tls_cipher, hub.tls_version)
     hub.send_telemetry(b'{"ok": 1}', {"test": "yes"})
     hub.disconnect()
     print("DONE")

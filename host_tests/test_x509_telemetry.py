@@ -18,7 +18,9 @@ def test_happy_path(hub, provision_device, run_device, auth, profile, cipher, se
     dev = provision_device("dev-%s-%s" % (profile, auth.split("_")[1]), hub, auth=auth, tls_profile=profile)
     run = run_device(dev.image_path, CONNECT_AND_SEND)
     assert outcome(run) == "DONE", run.output
-    assert "CONNECTED %s" % profile in run.stdout
+    # Both ends agree on the suite: mbedTLS's name on the device, OpenSSL's at the hub.
+    mbedtls_name = "TLS-" + cipher.replace("-AES128-", "-WITH-AES-128-")
+    assert "CONNECTED %s %s TLSv1.2" % (profile, mbedtls_name) in run.stdout
     (conn,) = _connected(hub, dev.device_id)
     assert conn.tls_version == "TLSv1.2"
     assert conn.cipher == cipher

@@ -27,6 +27,8 @@ class HubClient:
         self._session = None
         self._root_files = None
         self.tls_profile = None  # the profile of the live connection
+        self.tls_cipher = None  # its negotiated suite and version, as mbedTLS names them
+        self.tls_version = None
         self._next_message_id = 1
 
     @classmethod
@@ -64,6 +66,8 @@ class HubClient:
                     continue  # no ECC certificate on this hub: try the next profile
                 raise
             self.tls_profile = profile
+            if hasattr(stream, "cipher"):  # not on every firmware
+                self.tls_cipher, self.tls_version = stream.cipher()
             break
         self._session = MqttSession(
             stream,

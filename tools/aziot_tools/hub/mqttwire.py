@@ -156,11 +156,3 @@ def puback(packet_id: int) -> bytes:
 
 def suback(packet_id: int, codes) -> bytes:
     return encode(SUBACK, 0, struct.pack("!H", packet_id) + bytes(codes))
-
-
-def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int = None) -> bytes:
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t
-    if qos:
-        body += struct.pack("!H", packet_id)
-    return encode(PUBLISH, qos << 1, body + payload)

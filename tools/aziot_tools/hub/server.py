@@ -100,9 +100,6 @@ class ServerIdentity:
     def pair(self, kind: str):
         return self.read(kind + "-chain.pem"), self.read(kind + "-key.pem")
 
-    def root_der(self, kind: str) -> bytes:
-        return self.read(kind + "-root.der")
-
     def root_path(self, kind: str, form: str = "pem") -> str:
         return os.path.join(self.dir, "%s-root.%s" % (kind, form))
 

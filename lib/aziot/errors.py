@@ -5,8 +5,9 @@ class AziotError(Exception):
     pass
 
 
+# MicroPython uses Linux errno numbers on every port; -2 is getaddrinfo's EAI_NONAME.
 _ERRNO_NAMES = {104: "connection reset", 110: "timed out", 111: "connection refused",
-                113: "no route to host", 128: "not connected", -2: "host name not found"}
+                113: "no route to host", 107: "not connected", -2: "host name not found"}
 
 
 def oserror_text(err):

@@ -148,7 +148,10 @@ class TlsStream:
     async def write(self, data: bytes):
         view = memoryview(data)
         while view:
-            sent = self._conn.send(view[:16384])
+            try:
+                sent = self._conn.send(view[:16384])
+            except SSL.Error as e:
+                raise ConnectionError("TLS error: %s" % _reason(e)) from None
             view = view[sent:]
             await self._flush()
 

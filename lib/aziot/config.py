@@ -24,6 +24,8 @@ _SCHEMA = {
     "api_version": (str, "2021-04-12"),
     "keepalive": (int, 60),
     "timeout": (int, 15),
+    "model_id": (str, ""),  # IoT Plug and Play model (dtmi:...), sent at connect
+    "max_message": (int, 16384),  # largest C2D/method/twin payload kept; larger are refused
 }
 
 AUTH_METHODS = ("x509",)
@@ -70,6 +72,11 @@ class Config:
                               % (source, _MAX_KEEPALIVE))
         if self.timeout <= 0:
             raise ConfigError("%s: key 'timeout' must be positive" % source)
+        if self.model_id and not self.model_id.startswith("dtmi:"):
+            raise ConfigError("%s: key 'model_id' must be a DTMI such as 'dtmi:com:example:Thermostat;1'"
+                              % source)
+        if self.max_message < 256:
+            raise ConfigError("%s: key 'max_message' must be at least 256 bytes" % source)
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

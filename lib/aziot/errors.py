@@ -47,3 +47,19 @@ class ProtocolError(AziotError):
 
 class ConnectionLost(AziotError):
     """The link to the hub broke or was closed by the hub."""
+
+
+class MessageTooLarge(AziotError):
+    """The hub sent a message larger than the configured max_message; it was skipped whole."""
+
+
+class RequestFailed(AziotError):
+    """The hub answered a twin request with a status other than success."""
+
+    def __init__(self, what, status):
+        super().__init__("hub answered %d to the %s" % (status, what))
+        self.status = status
+
+
+class RequestTimeout(AziotError):
+    """The hub did not answer a request in time."""

@@ -7,12 +7,16 @@ PyPI imports `ussl`, boards' 1.8 takes `ssl=`). So the transport dials,
 wraps and logs in itself, then hands the socket to MQTTClient.
 """
 
+import select
 import socket
+import time
 
 from umqtt.simple import MQTTClient
 
 from . import protocol
-from .errors import ConnectionLost, ConnectionRefused, ProtocolError, oserror_text
+from .errors import ConnectionLost, ConnectionRefused, MessageTooLarge, ProtocolError, oserror_text
+
+_EAGAIN = 11  # MicroPython uses Linux errno numbers on every port
 
 
 class PacketStream:
@@ -56,6 +60,13 @@ class PacketStream:
 
     def setblocking(self, flag):
         self._sock.setblocking(flag)
+
+    def poll_readable(self, timeout_ms):
+        """True when a read would find data: in the socket, or decrypted and buffered by TLS."""
+        self.flush()
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
 
     def close(self):
         try:
@@ -123,20 +134,144 @@ def _close_quietly(stream):
         pass
 
 
+
+class Inbound:
+    """A PUBLISH from the hub, read whole (or skipped whole when too large)."""
+
+    __slots__ = ("topic", "payload", "size", "packet_id")
+
+    def __init__(self, topic, payload, size, packet_id):
+        self.topic = topic  # str
+        self.payload = payload  # bytes; None when size exceeded the limit and it was skipped
+        self.size = size
+        self.packet_id = packet_id  # QoS 1: acknowledge after handling; None for QoS 0
+
+
+class _Client(MQTTClient):
+    """umqtt.simple with a reader that bounds and checks what the hub sends.
+
+    umqtt.simple's own reader trusts the peer: it allocates whatever length
+    arrives, skips unknown packets by desynchronising, and acknowledges a
+    QoS 1 message before the application has seen it. This one keeps its
+    contract with publish()/subscribe() (return the type byte of PUBACK and
+    SUBACK, leaving the rest to them) and queues each PUBLISH whole.
+    """
+
+    def setup(self, max_message, inbox):
+        self.max_message = max_message
+        self.inbox = inbox
+        self.cb = inbox.append  # subscribe() insists on a callback
+
+    def _read(self, n, what):
+        return _read_exact(self.sock, n, what)
+
+    def _remaining_length(self):
+        n = 0
+        for shift in (0, 7, 14, 21):
+            b = self._read(1, "a packet length")[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+        raise ProtocolError("MQTT remaining length longer than 4 bytes")
+
+    def wait_msg(self):
+        sock = self.sock
+        try:
+            first = sock.read(1)
+        except OSError as e:
+            if e.args and e.args[0] in (_EAGAIN, 110):  # non-blocking (check_msg) and nothing there
+                first = None
+            else:
+                raise
+        sock.setblocking(True)
+        if first is None:
+            return None
+        if not first:
+            raise ConnectionLost("the hub closed the connection")
+        op = first[0]
+        kind = op & 0xF0
+        if kind == 0x30:
+            self._read_publish(op)
+            return 0x30
+        if kind in (0x40, 0x90):  # PUBACK, SUBACK: publish()/subscribe() read the rest
+            return op
+        if op == 0xD0:  # PINGRESP
+            if self._read(1, "PINGRESP")[0] != 0:
+                raise ProtocolError("PINGRESP with a body")
+            return op
+        raise ProtocolError("unexpected MQTT packet type %d from the hub" % (op >> 4))
+
+    def _read_publish(self, op):
+        qos = (op >> 1) & 3
+        if qos > 1:
+            raise ProtocolError("PUBLISH with QoS %d from the hub (it sends 0 or 1)" % qos)
+        size = self._remaining_length()
+        header = 2 + (2 if qos else 0)
+        if size < header:
+            raise ProtocolError("PUBLISH of %d bytes is too short for its header" % size)
+        n = self._read(2, "a topic length")
+        topic_len = n[0] << 8 | n[1]
+        if header + topic_len > size:
+            raise ProtocolError("PUBLISH topic length %d exceeds the packet" % topic_len)
+        topic = self._read(topic_len, "a topic")
+        try:
+            topic = topic.decode()
+        except UnicodeError:
+            raise ProtocolError("PUBLISH topic is not UTF-8")
+        packet_id = None
+        if qos:
+            n = self._read(2, "a packet id")
+            packet_id = n[0] << 8 | n[1]
+        size -= header + topic_len
+        if size > self.max_message:
+            # Skip it whole, in small pieces, so the stream stays usable.
+            left = size
+            while left:
+                left -= len(self._read(min(left, 256), "a message"))
+            payload = None
+        else:
+            payload = self._read(size, "a message") if size else b""
+        self.cb(Inbound(topic, payload, size, packet_id))
+
+    def puback(self, packet_id):
+        self.sock.write(bytes((0x40, 2, packet_id >> 8, packet_id & 255)))
+        self.sock.flush()
+
+
 class MqttSession:
-    """One logged-in MQTT 3.1.1 session on a TLS stream."""
+    """One logged-in MQTT 3.1.1 session on a TLS stream.
+
+    Messages the hub publishes are read whole into `inbox` (a list of
+    Inbound) whenever the session reads: while waiting for a PUBACK, a
+    SUBACK, or in pump(). The caller takes them from there, so no handler
+    ever runs inside a publish.
+    """
 
     def __init__(self, tls_sock, client_id, username, password=None, keepalive=60,
-                 clean_session=False):
+                 clean_session=False, max_message=16384):
         stream = PacketStream(tls_sock)
         try:
             self.session_present = _login(stream, client_id, username, password, keepalive, clean_session)
         except Exception:
             _close_quietly(stream)  # a failed login must not leak the socket
             raise
-        client = MQTTClient(client_id, "", keepalive=keepalive)
+        self.inbox = []
+        client = _Client(client_id, "", keepalive=keepalive)
         client.sock = stream
+        client.setup(max_message, self.inbox)
         self._client = client
+        self.last_sent = time.ticks_ms()
+        self.closed = False
+
+    def _failed(self, doing, err):
+        self.close()
+        if isinstance(err, OSError):
+            return ConnectionLost("connection lost while %s: %s" % (doing, oserror_text(err)))
+        if isinstance(err, ConnectionLost):
+            return ConnectionLost("connection lost while %s: %s" % (doing, err))
+        if isinstance(err, (AssertionError, IndexError)):
+            return ProtocolError("malformed packet from the hub while %s" % doing)
+        return err  # ProtocolError / ConnectionLost from the reader
 
     def publish(self, topic, payload, qos=1):
         """Returns once sent (QoS 0) or acknowledged by the hub (QoS 1)."""
@@ -145,18 +280,68 @@ class MqttSession:
         try:
             self._client.publish(topic, payload, qos=qos)
             self._client.sock.flush()  # QoS 0 reads nothing that would flush it
+        except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
+            raise self._failed("publishing to %s" % topic, e)
+        self.last_sent = time.ticks_ms()
+
+    def subscribe(self, topic, qos=0):
+        """Returns once the hub granted it; the hub answers 0x80 to a topic it does not serve."""
+        try:
+            self._client.subscribe(topic, qos)
+        except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
+            raise self._failed("subscribing to %s" % topic, e)
+        except Exception as e:  # umqtt.simple's MQTTException: the hub refused the filter
+            raise ProtocolError("the hub refused the subscription to %s (%s)" % (topic, e))
+        self.last_sent = time.ticks_ms()
+
+    def acknowledge(self, packet_id):
+        try:
+            self._client.puback(packet_id)
         except OSError as e:
-            self.close()
-            raise ConnectionLost("connection lost while publishing to %s: %s" % (topic, oserror_text(e)))
-        except (AssertionError, IndexError):
-            self.close()
-            raise ProtocolError("malformed packet from the hub while publishing")
+            raise self._failed("acknowledging a message", e)
+
+    def ping(self):
+        try:
+            self._client.ping()
+            self._client.sock.flush()
+        except OSError as e:
+            raise self._failed("sending PINGREQ", e)
+        self.last_sent = time.ticks_ms()
+
+    def pump(self, timeout_ms=0, limit=16):
+        """Read what has arrived into inbox, waiting up to timeout_ms for the first packet.
+
+        Reads on while data is buffered (two packets in one TLS record), up
+        to limit packets. Returns the number of packets read.
+        """
+        client = self._client
+        count = 0
+        try:
+            while count < limit and client.sock.poll_readable(timeout_ms if count == 0 else 0):
+                op = client.check_msg()
+                if op is None:
+                    break  # readable, but no whole TLS record yet
+                count += 1
+                if op & 0xF0 in (0x40, 0x90):  # a late PUBACK/SUBACK nobody waits for
+                    self._skip_packet()
+        except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
+            raise self._failed("reading from the hub", e)
+        return count
+
+    def _skip_packet(self):
+        client = self._client
+        n = client._remaining_length()
+        if n > 4:
+            raise ProtocolError("acknowledgement of %d bytes from the hub" % n)
+        client._read(n, "an acknowledgement")
 
     def disconnect(self):
+        self.closed = True
         try:
             self._client.disconnect()
         except OSError:
             self.close()
 
     def close(self):
+        self.closed = True
         _close_quietly(self._client.sock)

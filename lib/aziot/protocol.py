@@ -174,3 +174,100 @@ def parse_connack(packet):
     if len(packet) != 4 or packet[0] != 0x20 or packet[1] != 2:
         raise ProtocolError("expected CONNACK, got %r" % (bytes(packet),))
     return bool(packet[2] & 1), packet[3]
+
+
+# --- What the hub sends the device: C2D, direct methods, twin ----------------
+# Topics from "Communicate with an IoT hub using the MQTT protocol"; see
+# PROTOCOL.md. Modules get methods and twin on the same `$iothub/` topics
+# as devices, but no cloud-to-device messages.
+
+METHODS_SUBSCRIPTION = "$iothub/methods/POST/#"
+TWIN_RESPONSE_SUBSCRIPTION = "$iothub/twin/res/#"
+TWIN_DESIRED_SUBSCRIPTION = "$iothub/twin/PATCH/properties/desired/#"
+
+_METHOD_PREFIX = "$iothub/methods/POST/"
+_TWIN_RESPONSE_PREFIX = "$iothub/twin/res/"
+_TWIN_DESIRED_PREFIX = "$iothub/twin/PATCH/properties/desired/"
+
+# parse_incoming() kinds
+C2D = "c2d"
+METHOD = "method"
+TWIN_RESPONSE = "twin-response"
+DESIRED = "desired"
+
+# C2D bag names that are the hub's, not the sender's application properties.
+_C2D_SYSTEM = ("iothub-ack",)
+
+
+def c2d_subscription(device_id):
+    return "devices/" + device_id + "/messages/devicebound/#"
+
+
+def twin_get_topic(request_id):
+    return "$iothub/twin/GET/?$rid=" + request_id
+
+
+def twin_report_topic(request_id):
+    return "$iothub/twin/PATCH/properties/reported/?$rid=" + request_id
+
+
+def method_response_topic(status, request_id):
+    return "$iothub/methods/res/%d/?$rid=%s" % (status, request_id)
+
+
+def _query(topic, start):
+    """The `?k=v&...` part of topic at or after start, decoded."""
+    q = topic.find("?", start)
+    return decode_properties(topic[q + 1:]) if q >= 0 else {}
+
+
+def _int_field(fields, name, topic):
+    value = fields.get(name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ProtocolError("%s in topic %r is not a number" % (name, topic))
+
+
+def parse_incoming(topic, device_id):
+    """Classify a topic the hub published to this device.
+
+    Returns one of
+      (C2D, properties)                      properties: the decoded bag
+      (METHOD, name, request_id)
+      (TWIN_RESPONSE, status, request_id, version or None)
+      (DESIRED, version)
+    and raises ProtocolError for anything else: the hub sends nothing else.
+    """
+    if topic.startswith(_METHOD_PREFIX):
+        end = topic.find("/", len(_METHOD_PREFIX))
+        fields = _query(topic, len(_METHOD_PREFIX))
+        if end <= len(_METHOD_PREFIX) or "$rid" not in fields:
+            raise ProtocolError("direct method topic without a name or $rid: %r" % topic)
+        return METHOD, url_decode(topic[len(_METHOD_PREFIX):end]), fields["$rid"]
+    if topic.startswith(_TWIN_RESPONSE_PREFIX):
+        end = topic.find("/", len(_TWIN_RESPONSE_PREFIX))
+        fields = _query(topic, len(_TWIN_RESPONSE_PREFIX))
+        if end < 0 or "$rid" not in fields:
+            raise ProtocolError("twin response topic without a status or $rid: %r" % topic)
+        status = _int_field({"status": topic[len(_TWIN_RESPONSE_PREFIX):end]}, "status", topic)
+        version = _int_field(fields, "$version", topic) if "$version" in fields else None
+        return TWIN_RESPONSE, status, fields["$rid"], version
+    if topic.startswith(_TWIN_DESIRED_PREFIX):
+        return DESIRED, _int_field(_query(topic, len(_TWIN_DESIRED_PREFIX)), "$version", topic)
+    prefix = "devices/" + device_id + "/messages/devicebound/"
+    if topic.startswith(prefix):
+        return C2D, decode_properties(topic[len(prefix):])
+    raise ProtocolError("message on a topic this device never subscribed to: %r" % topic)
+
+
+def split_c2d_properties(bag):
+    """(system, application) properties of a C2D message; `$.` names and iothub-ack are the hub's."""
+    system = {}
+    app = {}
+    for k, v in bag.items():
+        if k.startswith("$.") or k in _C2D_SYSTEM:
+            system[k] = v
+        else:
+            app[k] = v
+    return system, app

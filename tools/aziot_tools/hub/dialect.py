@@ -79,3 +79,56 @@ def split_properties(props: dict):
     system = {k: v for k, v in props.items() if k.startswith("$.")}
     app = {k: v for k, v in props.items() if not k.startswith("$.")}
     return system, app
+
+
+# --- the other topics a device may publish to, and subscribe to -------------
+
+TWIN_GET = "twin-get"
+TWIN_REPORTED = "twin-reported"
+METHOD_RESPONSE = "method-response"
+TELEMETRY = "telemetry"
+
+METHODS_FILTER = "$iothub/methods/POST/#"
+TWIN_RESPONSE_FILTER = "$iothub/twin/res/#"
+DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
+
+
+def c2d_filter(device_id: str) -> str:
+    return "devices/%s/messages/devicebound/#" % device_id
+
+
+def allowed_filters(device_id: str, module_id: str = "") -> set:
+    """What the hub lets this identity subscribe to: modules get no C2D."""
+    filters = {METHODS_FILTER, TWIN_RESPONSE_FILTER, DESIRED_FILTER}
+    if not module_id:
+        filters.add(c2d_filter(device_id))
+    return filters
+
+
+def _request_id(topic: str, query: str) -> str:
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    rid = params.get("$rid")
+    if not rid:
+        raise DialectError("topic %r lacks $rid" % topic)
+    return rid
+
+
+def parse_device_publish(topic: str, device_id: str, module_id: str = ""):
+    """What a device's PUBLISH asks for; DialectError (the hub closes) for any other topic.
+
+    ("telemetry", property bag) | ("twin-get", rid) | ("twin-reported", rid)
+    | ("method-response", status, rid)
+    """
+    if topic.startswith("$iothub/"):
+        path, _, query = topic.partition("?")
+        if path == "$iothub/twin/GET/":
+            return TWIN_GET, _request_id(topic, query)
+        if path == "$iothub/twin/PATCH/properties/reported/":
+            return TWIN_REPORTED, _request_id(topic, query)
+        parts = path.split("/")
+        if len(parts) == 5 and parts[1:3] == ["methods", "res"] and parts[4] == "":
+            if not parts[3].isdigit():
+                raise DialectError("method response status %r is not a number" % parts[3])
+            return METHOD_RESPONSE, int(parts[3]), _request_id(topic, query)
+        raise DialectError("topic %r is not one the hub serves" % topic)
+    return TELEMETRY, parse_telemetry_topic(topic, device_id, module_id)

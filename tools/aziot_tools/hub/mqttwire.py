@@ -133,6 +133,29 @@ def parse_subscribe(body: bytes):
     return packet_id, topics
 
 
+def parse_unsubscribe(body: bytes):
+    """(packet_id, [topic_filter])"""
+    r = _Reader(body)
+    packet_id = r.u16()
+    topics = []
+    while r.pos < len(body):
+        topics.append(r.text())
+    if not topics:
+        raise MalformedPacket("UNSUBSCRIBE without topics")
+    return packet_id, topics
+
+
+def parse_puback(body: bytes) -> int:
+    if len(body) != 2:
+        raise MalformedPacket("PUBACK of %d bytes" % len(body))
+    return struct.unpack("!H", body)[0]
+
+
+def string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack("!H", len(data)) + data
+
+
 def _remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:

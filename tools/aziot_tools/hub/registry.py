@@ -4,7 +4,11 @@
                           "primary_thumbprint": "AB..", "secondary_thumbprint": ""}},
      "certificate_authorities": {"fleet-ca": "-----BEGIN CERTIFICATE-----..."}}
 
-Authentication follows IoT Hub: `x509_thumbprint` matches the client
+Module identities are entries keyed `{device}/{module}` (device ids cannot
+contain '/'), registered under an existing device.
+
+Authentication follows IoT Hub: `sas` checks the CONNECT password, a SAS
+token signed with the primary or secondary key (see sas.py); `x509_thumbprint` matches the client
 certificate's SHA-1 or SHA-256 thumbprint against the primary or secondary
 one; `x509_ca` needs a chain to a registered (verified) CA and subject CN
 equal to the device id. Either way the certificate must be within its dates.
@@ -20,7 +24,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-AUTH_TYPES = ("x509_thumbprint", "x509_ca")
+from . import sas
+
+AUTH_TYPES = ("x509_thumbprint", "x509_ca", "sas")
 
 
 class Registry:
@@ -40,17 +46,30 @@ class Registry:
         os.replace(tmp, self.path)
 
     def add_device(self, device_id: str, auth: str, primary_thumbprint: str = "",
-                   secondary_thumbprint: str = "", status: str = "enabled"):
+                   secondary_thumbprint: str = "", status: str = "enabled", module_id: str = "",
+                   primary_key: str = "", secondary_key: str = ""):
+        """Register a device, or with module_id a module of an already registered device."""
         if auth not in AUTH_TYPES:
             raise ValueError("auth must be one of %s, not %r" % (", ".join(AUTH_TYPES), auth))
         if auth == "x509_thumbprint" and not primary_thumbprint:
             raise ValueError("x509_thumbprint devices need a primary thumbprint")
+        if auth == "sas" and not primary_key:
+            raise ValueError("sas devices need a primary key")
+        if "/" in device_id or "/" in module_id:
+            raise ValueError("device and module ids cannot contain '/'")
         data = self._load()
-        data["devices"][device_id] = {
+        if module_id:
+            if device_id not in data["devices"]:
+                raise ValueError("module %r needs its device %r registered first" % (module_id, device_id))
+            if auth == "x509_ca":
+                raise ValueError("this emulator authenticates modules by thumbprint or SAS only")
+        data["devices"][identity_key(device_id, module_id)] = {
             "auth": auth,
             "status": status,
             "primary_thumbprint": primary_thumbprint.upper(),
             "secondary_thumbprint": secondary_thumbprint.upper(),
+            "primary_key": primary_key,
+            "secondary_key": secondary_key,
         }
         self._save(data)
 
@@ -60,17 +79,28 @@ class Registry:
         data["certificate_authorities"][name] = cert_pem.decode()
         self._save(data)
 
-    def device(self, device_id: str):
-        return self._load()["devices"].get(device_id)
+    def device(self, device_id: str, module_id: str = ""):
+        return self._load()["devices"].get(identity_key(device_id, module_id))
 
-    def authenticate(self, device_id: str, chain: list, now: datetime.datetime = None):
-        """None when the client certificate chain may log in as device_id, else the reason."""
+    def authenticate(self, device_id: str, chain: list, now: datetime.datetime = None, module_id: str = "",
+                     password: bytes = None, hub_host: str = ""):
+        """None when the client (its certificate chain or SAS password) may log in, else the reason."""
         data = self._load()
-        entry = data["devices"].get(device_id)
+        key = identity_key(device_id, module_id)
+        entry = data["devices"].get(key)
         if entry is None:
-            return "device %r is not registered" % device_id
+            return "%s %r is not registered" % ("module" if module_id else "device", key)
         if entry.get("status") != "enabled":
-            return "device %r is disabled" % device_id
+            return "device %r is disabled" % key
+        if entry["auth"] == "sas":
+            if password is None:
+                return "device %r authenticates with SAS but sent no password" % key
+            resource = "%s/devices/%s" % (hub_host, device_id) + ("/modules/%s" % module_id if module_id else "")
+            token = password.decode("utf-8", "replace")
+            return sas.check(token, resource, (entry.get("primary_key"), entry.get("secondary_key")),
+                             now.timestamp() if now else None)
+        if password is not None:
+            return "device %r authenticates with X.509 but sent a password" % key
         if not chain:
             return "no client certificate was presented"
         leaf = chain[0]
@@ -92,6 +122,10 @@ class Registry:
             return "certificate CN %r is not the device id" % (cns[0].value if cns else None)
         cas = [x509.load_pem_x509_certificate(p.encode()) for p in data["certificate_authorities"].values()]
         return _chain_to_ca(chain, cas)
+
+
+def identity_key(device_id: str, module_id: str = "") -> str:
+    return device_id + "/" + module_id if module_id else device_id
 
 
 def _chain_to_ca(chain: list, cas: list):

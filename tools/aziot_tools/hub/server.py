@@ -1,10 +1,16 @@
 """A local IoT Hub: MQTT 3.1.1 over the hub's TLS policy, on loopback.
 
 It plays the cloud for tests and the demo: it authenticates devices from
-its registry, enforces the per-device topic ACL, stores telemetry with its
-decoded properties, and records each connection's TLS facts. Read the
-results through `telemetry()` / `connections()` (Python) or the
-`aziot hub messages` command (state directory).
+its registry (X.509 or SAS), enforces the per-identity topic ACL, stores
+telemetry with its decoded properties, keeps device twins, queues
+cloud-to-device messages until they are acknowledged, invokes direct
+methods, and records each connection's TLS facts.
+
+The service API (`telemetry()`, `connections()`, `invoke_method()`,
+`update_desired()`, `get_twin()`, `send_c2d()`, ...) is what tests and
+the demo use; it is safe to call from any thread but the emulator's own.
+`service_http` puts the same operations on a loopback HTTP port for the
+`aziot` command line.
 """
 
 import asyncio
@@ -21,7 +27,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import pki
 from . import dialect, mqttwire, tlspolicy
-from .registry import Registry
+from .c2d import C2DQueues
+from .registry import Registry, identity_key
+from .twins import TwinError, TwinStore
 
 log = logging.getLogger("aziot.hub")
 
@@ -31,6 +39,11 @@ CONNACK_BAD_USERNAME = 4
 CONNACK_NOT_AUTHORIZED = 5
 
 CONNECT_TIMEOUT = 10.0
+MAX_SUBSCRIPTIONS = 5  # per connection, as the hub allows
+
+# What the hub answers a method call it cannot deliver (service API errors).
+DEVICE_NOT_ONLINE = 404
+GATEWAY_TIMEOUT = 504
 
 
 @dataclass
@@ -53,6 +66,8 @@ class ConnectionRecord:
     api_version: str = None
     clean_session: bool = None
     keepalive: int = None
+    model_id: str = None
+    auth: str = None  # x509 or sas
 
 
 @dataclass
@@ -71,6 +86,38 @@ class TelemetryMessage:
         d["payload_b64"] = base64.b64encode(self.payload).decode()
         del d["payload"]
         return d
+
+
+@dataclass
+class MethodResult:
+    status: int
+    payload: object  # the device's JSON response, parsed; None when it sent no body
+
+
+class Session:
+    """One logged-in connection: its stream, its subscriptions, its C2D messages in flight."""
+
+    def __init__(self, stream, record, subscriptions):
+        self.stream = stream
+        self.record = record
+        self.subscriptions = subscriptions  # shared with the persistent session when clean=0
+        self.inflight = {}  # packet id -> c2d.C2DMessage
+        self._lock = asyncio.Lock()  # one packet at a time: the service side writes too
+        self._packet_id = 0
+
+    async def send(self, data: bytes):
+        async with self._lock:
+            await self.stream.write(data)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, dup: bool = False) -> int:
+        body = mqttwire.string(topic)
+        packet_id = None
+        if qos:
+            self._packet_id = self._packet_id % 65535 + 1
+            packet_id = self._packet_id
+            body += packet_id.to_bytes(2, "big")
+        await self.send(mqttwire.encode(mqttwire.PUBLISH, (qos << 1) | (8 if dup else 0), body + payload))
+        return packet_id
 
 
 class ServerIdentity:
@@ -121,8 +168,14 @@ class HubEmulator:
         self._lock = threading.Lock()
         self._telemetry = []
         self._connections = []
-        self._sessions = {}  # client id -> TlsStream of the live connection
+        self._sessions = {}  # client id -> Session of the live connection
+        self._kept_subscriptions = {}  # client id -> set, for clean-session-0 clients
+        self.twins = TwinStore(os.path.join(state_dir, "twins.json"))
+        self.c2d = C2DQueues()
+        self._method_calls = {}  # request id -> Future of MethodResult
+        self._next_rid = 1
         self._server = None
+        self._loop = None
 
     # --- service API (safe to call from another thread) -------------------
 
@@ -134,9 +187,103 @@ class HubEmulator:
         with self._lock:
             return [c for c in self._connections if device_id is None or c.device_id == device_id]
 
+    def _call(self, coro, timeout: float):
+        if self._loop is None:
+            raise RuntimeError("the emulator is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def invoke_method(self, device_id: str, name: str, payload=None, timeout: float = 30,
+                      module_id: str = "") -> MethodResult:
+        """Call a direct method and wait for the device's answer, as the service API does.
+
+        404 when the device is offline or not subscribed to methods, 504
+        when it does not answer within timeout.
+        """
+        return self._call(self._invoke(identity_key(device_id, module_id), name, payload, timeout), timeout + 10)
+
+    def update_desired(self, device_id: str, patch: dict, module_id: str = "") -> int:
+        """Patch desired properties, notify the connected device; returns the new desired $version."""
+        return self._call(self._update_desired(identity_key(device_id, module_id), patch), 10)
+
+    def get_twin(self, device_id: str, module_id: str = "") -> dict:
+        return self.twins.service_view(identity_key(device_id, module_id))
+
+    def send_c2d(self, device_id: str, payload: bytes, properties: dict = None, **system) -> str:
+        """Queue a cloud-to-device message (delivered now if the device listens); returns its id.
+
+        system: message_id, correlation_id, content_type, content_encoding, expiry, ack.
+        """
+        if self.registry.device(device_id) is None:
+            raise ValueError("device %r is not registered" % device_id)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        msg = self.c2d.enqueue(device_id, payload, properties, **system)
+        self._call(self._deliver_c2d(device_id), 10)
+        return msg.message_id
+
+    def c2d_pending(self, device_id: str) -> list:
+        return self.c2d.pending(device_id)
+
+    def c2d_completed(self, device_id: str = None) -> list:
+        return self.c2d.completed(device_id)
+
+    def connected(self, device_id: str, module_id: str = "") -> bool:
+        return identity_key(device_id, module_id) in self._sessions
+
+    def subscriptions(self, device_id: str, module_id: str = "") -> set:
+        session = self._sessions.get(identity_key(device_id, module_id))
+        return set(session.subscriptions) if session else set()
+
+    # --- service operations, on the event loop -------------------------------
+
+    async def _invoke(self, identity, name, payload, timeout):
+        session = self._sessions.get(identity)
+        if session is None or dialect.METHODS_FILTER not in session.subscriptions:
+            return MethodResult(DEVICE_NOT_ONLINE, {"errorCode": 404103, "message": "device %s is not online "
+                                                    "or not subscribed to direct methods" % identity})
+        rid = "%x" % self._next_rid
+        self._next_rid += 1
+        future = asyncio.get_running_loop().create_future()
+        self._method_calls[rid] = future
+        try:
+            await session.publish("$iothub/methods/POST/%s/?$rid=%s" % (name, rid), json.dumps(payload).encode())
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return MethodResult(GATEWAY_TIMEOUT, {"errorCode": 504101, "message": "timed out waiting for "
+                                                  "the response from device %s" % identity})
+        except ConnectionError:
+            return MethodResult(DEVICE_NOT_ONLINE, {"errorCode": 404103, "message": "device %s went "
+                                                    "offline during the call" % identity})
+        finally:
+            self._method_calls.pop(rid, None)
+
+    async def _update_desired(self, identity, patch):
+        version = self.twins.patch(identity, "desired", patch)
+        session = self._sessions.get(identity)
+        if session is not None and dialect.DESIRED_FILTER in session.subscriptions:
+            body = json.dumps(dict(patch, **{"$version": version})).encode()
+            try:
+                await session.publish("$iothub/twin/PATCH/properties/desired/?$version=%d" % version, body)
+            except ConnectionError:
+                pass  # the device fetches the twin when it reconnects
+        return version
+
+    async def _deliver_c2d(self, device_id):
+        session = self._sessions.get(device_id)
+        if session is None or dialect.c2d_filter(device_id) not in session.subscriptions:
+            return
+        for msg in self.c2d.pending(device_id):
+            if msg in session.inflight.values():
+                continue
+            msg.deliveries += 1
+            packet_id = await session.publish(msg.topic(), msg.payload, 1, dup=msg.deliveries > 1)
+            session.inflight[packet_id] = msg
+            log.info("%s C2D %s sent (delivery %d)", device_id, msg.message_id, msg.deliveries)
+
     # --- server -------------------------------------------------------------
 
     async def start(self):
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(self._handle, self.listen_host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("IoT Hub emulator for %s listening on %s:%d (TLS mode %s)",
@@ -145,8 +292,8 @@ class HubEmulator:
     async def stop(self):
         if self._server:
             self._server.close()
-            for stream in list(self._sessions.values()):
-                stream.close()
+            for session in list(self._sessions.values()):
+                session.stream.close()
             await self._server.wait_closed()
             self._server = None
 
@@ -185,8 +332,10 @@ class HubEmulator:
             record.bytes_in = stream.bytes_in
             if record.result == "connected":
                 record.result = "closed"
-            if record.device_id and self._sessions.get(self._client_id(record)) is stream:
-                del self._sessions[self._client_id(record)]
+            if record.device_id:
+                session = self._sessions.get(self._client_id(record))
+                if session is not None and session.stream is stream:
+                    del self._sessions[self._client_id(record)]
             stream.close()
 
     @staticmethod
@@ -219,50 +368,124 @@ class HubEmulator:
         if connect.client_id != self._client_id(record):
             return await self._refuse(stream, record, CONNACK_IDENTIFIER_REJECTED,
                                       "client id %r does not match the user name" % connect.client_id)
-        if connect.password is not None:
-            reason = "SAS authentication is not implemented by this emulator yet"
-        else:
-            reason = self.registry.authenticate(login.device_id, chain)
+        reason = self.registry.authenticate(login.device_id, chain, module_id=login.module_id,
+                                            password=connect.password, hub_host=self.hub_host)
         if reason:
             return await self._refuse(stream, record, CONNACK_NOT_AUTHORIZED, reason)
+        record.model_id = login.params.get("model-id")
+        record.auth = "sas" if connect.password is not None else "x509"
 
         client_id = self._client_id(record)
         previous = self._sessions.get(client_id)
         if previous is not None:
             log.info("%s second connection for %s: dropping the first", record.peer, client_id)
-            previous.close()
-        self._sessions[client_id] = stream
+            previous.stream.close()
+        # Clean session 0 keeps the subscriptions (and so the C2D flow) across connections.
+        if connect.clean_session:
+            self._kept_subscriptions.pop(client_id, None)
+            subscriptions = set()
+        else:
+            subscriptions = self._kept_subscriptions.setdefault(client_id, set())
+        session = Session(stream, record, subscriptions)
+        self._sessions[client_id] = session
         record.result = "connected"
-        await stream.write(mqttwire.connack(0))
-        log.info("%s %s connected (%s, %s, %s server certificate, client thumbprint %s)",
-                 record.peer, client_id, record.tls_version, record.cipher, record.server_key,
-                 record.client_thumbprint)
+        await session.send(mqttwire.connack(0, session_present=not connect.clean_session and bool(subscriptions)))
+        log.info("%s %s connected (%s, %s, %s server certificate, %s)", record.peer, client_id,
+                 record.tls_version, record.cipher, record.server_key,
+                 "SAS" if record.auth == "sas" else "client thumbprint %s" % record.client_thumbprint)
+        if not record.module_id:
+            await self._deliver_c2d(record.device_id)
         # The hub drops a client after 1.5 x keepalive of silence.
         idle = connect.keepalive * 1.5 if connect.keepalive else None
         while True:
             packet = await asyncio.wait_for(mqttwire.read_packet(stream.read_exact), idle)
             if packet.kind == mqttwire.PUBLISH:
-                await self._on_publish(stream, record, mqttwire.parse_publish(packet.flags, packet.body))
+                await self._on_publish(session, mqttwire.parse_publish(packet.flags, packet.body))
             elif packet.kind == mqttwire.PINGREQ:
-                await stream.write(mqttwire.encode(mqttwire.PINGRESP, 0))
+                await session.send(mqttwire.encode(mqttwire.PINGRESP, 0))
             elif packet.kind == mqttwire.PUBACK:
-                pass
+                self._on_puback(session, mqttwire.parse_puback(packet.body))
             elif packet.kind == mqttwire.DISCONNECT:
                 record.reason = "client disconnected"
                 log.info("%s %s disconnected", record.peer, client_id)
                 return
             elif packet.kind == mqttwire.SUBSCRIBE:
-                packet_id, topics = mqttwire.parse_subscribe(packet.body)
-                # Subscriptions arrive with the C2D/method/twin work; refuse each filter for now.
-                await stream.write(mqttwire.suback(packet_id, [0x80] * len(topics)))
+                await self._on_subscribe(session, *mqttwire.parse_subscribe(packet.body))
+            elif packet.kind == mqttwire.UNSUBSCRIBE:
+                packet_id, topics = mqttwire.parse_unsubscribe(packet.body)
+                session.subscriptions.difference_update(topics)
+                await session.send(mqttwire.encode(mqttwire.UNSUBACK, 0, packet_id.to_bytes(2, "big")))
             else:
                 raise mqttwire.MalformedPacket("unexpected MQTT packet type %d" % packet.kind)
 
-    async def _on_publish(self, stream, record, pub):
+    async def _on_subscribe(self, session, packet_id, topics):
+        record = session.record
+        allowed = dialect.allowed_filters(record.device_id, record.module_id)
+        codes = []
+        for topic, qos in topics:
+            if topic in allowed and (topic in session.subscriptions or len(session.subscriptions) < MAX_SUBSCRIPTIONS):
+                session.subscriptions.add(topic)
+                codes.append(min(qos, 1))
+            else:
+                log.info("%s %s: subscription to %r refused", record.peer, record.device_id, topic)
+                codes.append(0x80)
+        await session.send(mqttwire.suback(packet_id, codes))
+        if dialect.c2d_filter(record.device_id) in session.subscriptions and not record.module_id:
+            await self._deliver_c2d(record.device_id)
+
+    def _on_puback(self, session, packet_id):
+        msg = session.inflight.pop(packet_id, None)
+        if msg is not None:
+            self.c2d.complete(msg)
+            log.info("%s C2D %s acknowledged", msg.device_id, msg.message_id)
+
+    async def _on_publish(self, session, pub):
+        record = session.record
         if pub.qos > 1:
             raise dialect.DialectError("QoS 2 publish to %r (the hub closes the connection)" % pub.topic)
-        # Anything but this identity's telemetry topic ends the connection (hub ACL).
-        props = dialect.parse_telemetry_topic(pub.topic, record.device_id, record.module_id)
+        # Anything but the topics this identity may publish to ends the connection (hub ACL).
+        request = dialect.parse_device_publish(pub.topic, record.device_id, record.module_id)
+        if request[0] == dialect.TWIN_GET:
+            await self._twin_response(session, 200, request[1], json.dumps(
+                self.twins.device_view(self._client_id(record))).encode())
+        elif request[0] == dialect.TWIN_REPORTED:
+            try:
+                patch = json.loads(pub.payload)
+                version = self.twins.patch(self._client_id(record), "reported", patch)
+            except (ValueError, TwinError) as e:  # TwinError is a ValueError, as is bad JSON
+                log.info("%s reported PATCH refused: %s", record.device_id, e)
+                await self._twin_response(session, 400, request[1], b"")
+            else:
+                await self._twin_response(session, 204, request[1], b"", version)
+        elif request[0] == dialect.METHOD_RESPONSE:
+            self._method_response(record, request[1], request[2], pub.payload)
+        else:
+            self._store_telemetry(record, pub, request[1])
+        if pub.qos == 1:
+            await session.send(mqttwire.puback(pub.packet_id))
+
+    async def _twin_response(self, session, status, rid, body, version=None):
+        if dialect.TWIN_RESPONSE_FILTER not in session.subscriptions:
+            log.info("%s twin response %d dropped: not subscribed to %s", session.record.device_id,
+                     status, dialect.TWIN_RESPONSE_FILTER)
+            return
+        topic = "$iothub/twin/res/%d/?$rid=%s" % (status, rid)
+        if version is not None:
+            topic += "&$version=%d" % version
+        await session.publish(topic, body)
+
+    def _method_response(self, record, status, rid, body):
+        future = self._method_calls.get(rid)
+        if future is None or future.done():
+            log.info("%s method response for unknown or expired request %s", record.device_id, rid)
+            return
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = body.decode("utf-8", "replace")
+        future.set_result(MethodResult(status, payload))
+
+    def _store_telemetry(self, record, pub, props):
         system, app = dialect.split_properties(props)
         msg = TelemetryMessage(record.device_id, record.module_id, pub.topic, system, app, pub.payload, pub.qos)
         with self._lock:
@@ -271,8 +494,6 @@ class HubEmulator:
                 f.write(json.dumps(msg.to_json()) + "\n")
         log.info("%s telemetry %s props=%s %d bytes", record.device_id,
                  system.get("$.mid"), app, len(pub.payload))
-        if pub.qos == 1:
-            await stream.write(mqttwire.puback(pub.packet_id))
 
 
 class BackgroundHub:

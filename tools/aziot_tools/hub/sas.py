@@ -1,0 +1,59 @@
+"""Checking SAS tokens the way IoT Hub does (PROTOCOL.md, "SAS tokens").
+
+`SharedAccessSignature sr={URL-encoded resource}&sig={URL-encoded base64 HMAC}&se={expiry}`
+where the HMAC-SHA256 (key: the base64-decoded device key) covers the
+URL-encoded resource exactly as sent, a newline, and the expiry.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from urllib.parse import unquote
+
+PREFIX = "SharedAccessSignature "
+
+
+def parse(token: str) -> dict:
+    """The token's fields, sr still URL-encoded; ValueError names what is wrong."""
+    if not token.startswith(PREFIX):
+        raise ValueError("password is not a SharedAccessSignature token")
+    fields = {}
+    for item in token[len(PREFIX):].split("&"):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError("SAS token field %r has no value" % name)
+        fields[name] = value
+    for name in ("sr", "sig", "se"):
+        if name not in fields:
+            raise ValueError("SAS token lacks %r" % name)
+    if not fields["se"].isdigit():
+        raise ValueError("SAS token expiry is not a number")
+    return fields
+
+
+def signature(key_b64: str, resource_encoded: str, expiry: str) -> bytes:
+    key = base64.b64decode(key_b64)
+    return base64.b64encode(hmac.new(key, (resource_encoded + "\n" + expiry).encode(), hashlib.sha256).digest())
+
+
+def check(token: str, resource: str, keys, now: float = None):
+    """None when token is valid for resource under one of keys, else the reason (no secrets in it)."""
+    try:
+        fields = parse(token)
+    except ValueError as e:
+        return str(e)
+    if unquote(fields["sr"]).lower() != resource.lower():
+        return "SAS token is for %r, not %r" % (unquote(fields["sr"]), resource)
+    if int(fields["se"]) <= (time.time() if now is None else now):
+        return "SAS token expired at %s" % fields["se"]
+    try:
+        sig = base64.b64decode(unquote(fields["sig"]), validate=True)
+    except (binascii.Error, ValueError):
+        return "SAS token signature is not base64"
+    for key in keys:
+        if key and hmac.compare_digest(base64.b64decode(signature(key, fields["sr"], fields["se"])), sig):
+            return None
+    return "SAS token signature does not match the device's keys"
+

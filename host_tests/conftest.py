@@ -96,3 +96,21 @@ def mpy(tmp_path, unix_lib):
         return proc.stdout
 
     return run
+
+
+@pytest.fixture
+def live_device(tmp_path, unix_lib):
+    """live_device(image, code) starts `code` as the device app in the background; stopped after the test."""
+    started = []
+    counter = iter(range(1000))
+
+    def start(image, code, *args, heap=None):
+        app = tmp_path / ("live%d.py" % next(counter))
+        app.write_text(textwrap.dedent(code))
+        dev = device.LiveDevice(image, str(app), *args, heap=heap, lib_dir=unix_lib)
+        started.append(dev)
+        return dev
+
+    yield start
+    for dev in started:
+        dev.stop()

@@ -1,7 +1,10 @@
 """Run device code under the MicroPython Unix port with a flash image."""
 
 import os
+import queue
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 
 from . import deps, paths
@@ -28,18 +31,80 @@ def prepare_unix_lib(lib_dir: str = paths.UNIX_LIB) -> str:
     return lib_dir
 
 
-def run(image: str, app: str = None, *app_args, timeout: float = 60, heap: str = None,
-        lib_dir: str = paths.UNIX_LIB, env: dict = None) -> DeviceRun:
-    """Run app (a .py path, with app_args as sys.argv[1:]) or the image's /main.py.
-
-    heap, e.g. "160K", gives MicroPython a board-sized heap.
-    """
+def _command(image, app, app_args, heap, lib_dir):
     cmd = [paths.micropython()]
     if heap:
         cmd += ["-X", "heapsize=" + heap]
     cmd += [paths.FLASHRUN, image, lib_dir]
     if app:
         cmd += [app, *app_args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+    return cmd
+
+
+def run(image: str, app: str = None, *app_args, timeout: float = 60, heap: str = None,
+        lib_dir: str = paths.UNIX_LIB, env: dict = None) -> DeviceRun:
+    """Run app (a .py path, with app_args as sys.argv[1:]) or the image's /main.py.
+
+    heap, e.g. "160K", gives MicroPython a board-sized heap.
+    """
+    proc = subprocess.run(_command(image, app, app_args, heap, lib_dir), capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})))
     return DeviceRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+class LiveDevice:
+    """A device app running in the background, so the cloud side can talk to it meanwhile.
+
+    Its stdout is read line by line; expect() waits for a line. Use as a
+    context manager: the process is stopped (killed if need be) on exit.
+    """
+
+    def __init__(self, image: str, app: str, *app_args, heap: str = None, lib_dir: str = paths.UNIX_LIB):
+        self._proc = subprocess.Popen(_command(image, app, app_args, heap, lib_dir), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines = []  # everything printed so far
+        self._new = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            self._new.put(line)
+        self._new.put(None)
+
+    def expect(self, prefix: str, timeout: float = 20) -> str:
+        """The next line starting with prefix; AssertionError with the output so far if none comes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._new.get(timeout=max(left, 0))
+            except queue.Empty:
+                line = None
+                left = 0
+            if line is None and (left <= 0 or self._proc.poll() is not None):
+                raise AssertionError("device never printed %r; output:\n%s" % (prefix, self.output))
+            if line is not None and line.startswith(prefix):
+                return line
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait(self, timeout: float = 20) -> int:
+        rc = self._proc.wait(timeout)
+        self._reader.join(5)
+        return rc
+
+    def stop(self):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

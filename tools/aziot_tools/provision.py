@@ -82,7 +82,8 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         identity = pki.make_device_identity(device_id, ca)
     if register:
         Registry(os.path.join(state_dir, "registry.json")).add_device(
-            device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "")
+            device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "",
+            module_id=config_overrides.get("module_id", ""))
     config = device_config(device_id, hub_host, **config_overrides)
     kinds = root_kinds or profile_kinds(config["tls_profile"])
     if roots == "azure":

@@ -1,0 +1,146 @@
+"""Direct methods, device twin and C2D, end to end: device (micropython) <-> hub emulator's service API."""
+
+import json
+
+from devicecode import SURFACE_APP
+
+
+def start_surface(live_device, dev):
+    device = live_device(dev.image_path, SURFACE_APP)
+    device.expect("READY")
+    return device
+
+
+def stop_surface(hub, device, device_id, module_id=""):
+    result = hub.invoke_method(device_id, "stop", None, timeout=10, module_id=module_id)
+    assert result.status == 200, result
+    device.expect("DONE")
+    assert device.wait() == 0
+
+
+def test_direct_methods_answer_with_status_and_json(hub, provision_device, live_device):
+    dev = provision_device("dev-methods", hub)
+    device = start_surface(live_device, dev)
+    result = hub.invoke_method("dev-methods", "echo", {"x": [1, 2, "three"]}, timeout=10)
+    assert (result.status, result.payload) == (200, {"method": "echo", "got": {"x": [1, 2, "three"]}})
+    # A handler that raises answers 500 with the error and the device stays connected.
+    result = hub.invoke_method("dev-methods", "boom", {}, timeout=10)
+    assert (result.status, result.payload) == (500, {"error": "ValueError: sensor offline"})
+    # A method nobody handles answers 404.
+    result = hub.invoke_method("dev-methods", "reboot", None, timeout=10)
+    assert (result.status, result.payload) == (404, {"error": "no handler for method 'reboot'"})
+    assert hub.invoke_method("dev-methods", "echo", 7, timeout=10).payload == {"method": "echo", "got": 7}
+    stop_surface(hub, device, "dev-methods")
+    assert [c.result for c in hub.connections("dev-methods")] == ["closed"]
+
+
+def test_method_call_to_an_offline_device_is_404_as_the_hub_answers(hub, provision_device):
+    provision_device("dev-offline", hub)
+    result = hub.invoke_method("dev-offline", "echo", {}, timeout=2)
+    assert result.status == 404 and result.payload["errorCode"] == 404103
+
+
+def test_an_8_kb_method_payload_works_and_an_oversize_one_is_refused_whole(hub, provision_device, live_device):
+    dev = provision_device("dev-big", hub, max_message=12000)
+    device = start_surface(live_device, dev)
+    big = "x" * 8192
+    result = hub.invoke_method("dev-big", "size", big, timeout=10)
+    assert (result.status, result.payload) == (200, {"bytes": 8194})  # JSON string: 8192 + quotes
+    result = hub.invoke_method("dev-big", "size", "y" * 20000, timeout=10)
+    assert result.status == 413
+    assert result.payload == {"error": "payload of 20002 bytes exceeds the device's max_message 12000"}
+    line = device.expect("POLL-ERROR")
+    assert line == "POLL-ERROR MessageTooLarge direct method 'size' payload of 20002 bytes exceeds " \
+                   "max_message 12000; answered 413"
+    # The stream stayed in step: the next call works on the same connection.
+    assert hub.invoke_method("dev-big", "size", "z", timeout=10).payload == {"bytes": 3}
+    stop_surface(hub, device, "dev-big")
+    assert len(hub.connections("dev-big")) == 1
+
+
+def test_desired_change_is_handled_and_reflected_in_reported(hub, provision_device, live_device):
+    dev = provision_device("dev-twin", hub)
+    device = start_surface(live_device, dev)
+    # At connect the device fetched the twin: desired version 1, empty.
+    version = hub.update_desired("dev-twin", {"led": "on", "rate": {"s": 5}})
+    assert version == 2
+    _, got_version, patch = device.expect("DESIRED").split(" ", 2)
+    assert (got_version, json.loads(patch)) == ("2", {"led": "on", "rate": {"s": 5}})
+    assert device.expect("REPORTED") == "REPORTED 2"
+    twin = hub.get_twin("dev-twin")["properties"]
+    assert twin["reported"]["led"] == "on" and twin["reported"]["$version"] == 2
+    assert twin["desired"]["rate"] == {"s": 5}
+    assert "$lastUpdated" in twin["reported"]["$metadata"]["led"]
+    stop_surface(hub, device, "dev-twin")
+
+
+def test_twin_get_and_report_with_a_4_kb_twin(hub, provision_device, run_device):
+    dev = provision_device("dev-twin4k", hub)
+    hub.update_desired("dev-twin4k", {"blob": "d" * 2048})
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        print("V", hub.report({"blob": "r" * 2048, "gone": 1}))
+        print("V", hub.report({"gone": None}))
+        twin = hub.get_twin()
+        print("TWIN", len(twin["desired"]["blob"]), len(twin["reported"]["blob"]),
+              twin["desired"]["$version"], twin["reported"]["$version"], "gone" in twin["reported"])
+        try:
+            hub.report({"$bad": 1})
+        except Exception as e:
+            print("ERROR", type(e).__name__, e)
+        hub.disconnect()
+    """)
+    assert run.stdout.splitlines() == ["V 2", "V 3", "TWIN 2048 2048 2 3 False",
+                                       "ERROR RequestFailed hub answered 400 to the reported-properties PATCH"], \
+        run.output
+
+
+def test_desired_change_made_while_offline_is_caught_up_at_reconnect(hub, provision_device, live_device):
+    dev = provision_device("dev-away", hub)
+    device = start_surface(live_device, dev)
+    hub.update_desired("dev-away", {"led": "on"})
+    device.expect("REPORTED")
+    stop_surface(hub, device, "dev-away")
+    hub.update_desired("dev-away", {"led": "off"})  # while the device is offline
+    device = start_surface(live_device, dev)
+    # connect() fetched the full twin and handed the handler the whole desired document.
+    assert any(l.startswith("DESIRED 3 ") and json.loads(l.split(" ", 2)[2]) == {"led": "off"}
+               for l in device.lines), device.output
+    assert "REPORTED 3" in device.lines
+    assert hub.get_twin("dev-away")["properties"]["reported"]["led"] == "off"
+    stop_surface(hub, device, "dev-away")
+
+
+def test_c2d_with_properties_round_trip(hub, provision_device, live_device):
+    dev = provision_device("dev-c2d", hub)
+    device = start_surface(live_device, dev)
+    mid = hub.send_c2d("dev-c2d", b'{"cmd": "blink"}', {"prio": "high", "note": "a b/c&d=e"},
+                       message_id="m-1", correlation_id="c-1", content_type="application/json",
+                       content_encoding="utf-8")
+    line = device.expect("C2D")
+    assert line == ('C2D m-1 c-1 application/json utf-8 [["note", "a b/c&d=e"], ["prio", "high"]] '
+                    "b'{\"cmd\": \"blink\"}'")
+    assert mid == "m-1"
+    stop_surface(hub, device, "dev-c2d")
+    assert hub.c2d_pending("dev-c2d") == []
+    (done,) = hub.c2d_completed("dev-c2d")
+    assert done.deliveries == 1
+
+
+def test_c2d_sent_while_offline_is_delivered_once_after_reconnect(hub, provision_device, live_device):
+    dev = provision_device("dev-c2d-away", hub)
+    device = start_surface(live_device, dev)  # subscribes once, clean session 0
+    stop_surface(hub, device, "dev-c2d-away")
+    for i in range(3):
+        hub.send_c2d("dev-c2d-away", b"queued %d" % i, message_id="q-%d" % i)
+    assert len(hub.c2d_pending("dev-c2d-away")) == 3
+    device = start_surface(live_device, dev)
+    for i in range(3):
+        assert device.expect("C2D q-%d" % i).endswith("b'queued %d'" % i)
+    stop_surface(hub, device, "dev-c2d-away")
+    assert [l for l in device.lines if l.startswith("C2D")] == \
+        ["C2D q-%d None None None [] b'queued %d'" % (i, i) for i in range(3)]
+    assert hub.c2d_pending("dev-c2d-away") == []
+    assert [m.deliveries for m in hub.c2d_completed("dev-c2d-away")] == [1, 1, 1]

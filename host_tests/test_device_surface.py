@@ -144,3 +144,86 @@ def test_c2d_sent_while_offline_is_delivered_once_after_reconnect(hub, provision
         ["C2D q-%d None None None [] b'queued %d'" % (i, i) for i in range(3)]
     assert hub.c2d_pending("dev-c2d-away") == []
     assert [m.deliveries for m in hub.c2d_completed("dev-c2d-away")] == [1, 1, 1]
+
+
+def test_two_packets_in_one_tls_record_are_both_handled(hub, provision_device, live_device):
+    from aziot_tools.hub import mqttwire
+
+    dev = provision_device("dev-coalesced", hub)
+    device = start_surface(live_device, dev)
+
+    def desired(version, led):
+        body = mqttwire.string("$iothub/twin/PATCH/properties/desired/?$version=%d" % version)
+        return mqttwire.encode(mqttwire.PUBLISH, 0, body + json.dumps({"led": led, "$version": version}).encode())
+
+    # One write on the emulator's TLS connection is one TLS record (both packets are tiny).
+    session = hub._sessions["dev-coalesced"]
+    hub._call(session.send(desired(10, "red") + desired(11, "green")), 10)
+    assert device.expect("DESIRED 10") == 'DESIRED 10 {"led": "red"}'
+    assert device.expect("DESIRED 11") == 'DESIRED 11 {"led": "green"}'
+    stop_surface(hub, device, "dev-coalesced")
+
+
+def test_module_identity_gets_methods_and_twin_but_no_c2d(hub, hub_state, provision_device, live_device):
+    from aziot_tools.hub.registry import Registry
+
+    Registry(hub_state + "/registry.json").add_device("edge-box", "sas", primary_key="c2VjcmV0")
+    dev = provision_device("edge-box", hub, module_id="sensor")
+    device = start_surface(live_device, dev)
+    assert "NO-C2D ConfigError modules do not receive cloud-to-device messages; " \
+           "IoT Hub sends them to devices only" in device.lines
+    result = hub.invoke_method("edge-box", "echo", {"m": 1}, timeout=10, module_id="sensor")
+    assert (result.status, result.payload) == (200, {"method": "echo", "got": {"m": 1}})
+    assert hub.invoke_method("edge-box", "echo", {}, timeout=2).status == 404  # the device itself is offline
+    hub.update_desired("edge-box", {"led": "blue"}, module_id="sensor")
+    device.expect("REPORTED 2")
+    assert hub.get_twin("edge-box", module_id="sensor")["properties"]["reported"]["led"] == "blue"
+    assert "led" not in hub.get_twin("edge-box")["properties"]["reported"]
+    stop_surface(hub, device, "edge-box", module_id="sensor")
+    (conn,) = hub.connections("edge-box")
+    assert conn.module_id == "sensor"
+    assert conn.username == "emulated-hub.azure-devices.net/edge-box/sensor/?api-version=2021-04-12"
+
+
+def test_plug_and_play_model_id_is_sent_at_connect(hub, provision_device, run_device):
+    dev = provision_device("dev-pnp", hub, model_id="dtmi:com:example:Thermostat;1")
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        print("POLLED", hub.poll(), hub.poll(50))  # nothing pending: returns 0 without blocking on the link
+        hub.loop(100)
+        hub.disconnect()
+        print("DONE")
+    """)
+    assert run.stdout.splitlines() == ["POLLED 0 0", "DONE"], run.output
+    (conn,) = hub.connections("dev-pnp")
+    assert conn.model_id == "dtmi:com:example:Thermostat;1"
+    assert conn.username.endswith("/?api-version=2021-04-12&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1")
+
+
+def test_a_model_id_that_is_not_a_dtmi_is_refused_before_connecting(hub, provision_device, run_device):
+    dev = provision_device("dev-badpnp", hub, model_id="Thermostat")
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        try:
+            HubClient.from_flash()
+        except Exception as e:
+            print("ERROR", type(e).__name__, e)
+    """)
+    assert run.stdout.strip() == "ERROR ConfigError /azure-iot/config.json: key 'model_id' must be a DTMI " \
+                                 "such as 'dtmi:com:example:Thermostat;1'"
+    assert hub.connections() == []
+
+
+def test_an_oversize_c2d_message_is_refused_whole_and_the_next_one_arrives(hub, provision_device, live_device):
+    dev = provision_device("dev-c2d-big", hub, max_message=1024)
+    device = start_surface(live_device, dev)
+    hub.send_c2d("dev-c2d-big", b"B" * 2000, message_id="big")
+    assert device.expect("POLL-ERROR") == "POLL-ERROR MessageTooLarge cloud-to-device message of 2000 bytes " \
+                                          "exceeds max_message 1024; acknowledged and dropped"
+    hub.send_c2d("dev-c2d-big", b"small", message_id="small")
+    assert device.expect("C2D") == "C2D small None None None [] b'small'"
+    stop_surface(hub, device, "dev-c2d-big")
+    assert [m.message_id for m in hub.c2d_completed("dev-c2d-big")] == ["big", "small"]
+    assert not any(l.startswith("C2D big") for l in device.lines)

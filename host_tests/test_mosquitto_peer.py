@@ -95,10 +95,10 @@ def subscriber(broker, tmp_path, topic_filter):
     ctx.check_hostname = False  # dials 127.0.0.1; the chain is still verified
     ctx.load_cert_chain(str(tmp_path / "sub.pem"), str(tmp_path / "sub-key.pem"))
     received, ready = [], threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cloud-subscriber")
+    client = mqtt.Client(client_id="cloud-subscriber")  # paho-mqtt 1.6 API (the Azure SDK pins < 2)
     client.tls_set_context(ctx)
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
-    client.on_subscribe = lambda c, u, mid, rcs, p: ready.set()
+    client.on_connect = lambda c, u, f, rc: c.subscribe(topic_filter, qos=1)
+    client.on_subscribe = lambda c, u, mid, granted: ready.set()
     client.on_message = lambda c, u, msg: received.append((msg.topic, msg.payload))
     client.connect("127.0.0.1", broker["port"], keepalive=30)
     client.loop_start()

@@ -20,6 +20,7 @@ def _add_state(p):
 
 def cmd_hub(args):
     from .hub.server import HubEmulator
+    from .hub.service_http import ServiceHttp
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     hub = HubEmulator(args.state, listen_host=args.listen, port=args.port, hub_host=args.hub_host,
@@ -27,17 +28,95 @@ def cmd_hub(args):
 
     async def serve():
         await hub.start()
-        print("roots for devices: %s, %s" % (os.path.relpath(hub.identity.root_path("ecc", "der")),
-                                             os.path.relpath(hub.identity.root_path("rsa", "der"))), flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await hub.stop()
+        with ServiceHttp(hub, port=args.service_port) as service:
+            print("roots for devices: %s, %s" % (os.path.relpath(hub.identity.root_path("ecc", "der")),
+                                                 os.path.relpath(hub.identity.root_path("rsa", "der"))))
+            print("service API: %s (aziot method / twin / c2d --state %s)" % (service.url, args.state), flush=True)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await hub.stop()
 
     try:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _service(args, method, path, body=None):
+    """Call the running emulator's service API (see hub/service_http.py); returns (ok, JSON)."""
+    import urllib.error
+    import urllib.request
+    from .hub.service_http import SERVICE_FILE
+
+    try:
+        with open(os.path.join(args.state, SERVICE_FILE)) as f:
+            url = json.load(f)["url"]
+    except OSError:
+        print("no emulator is running for %s: start one with `aziot hub --state %s`" % (args.state, args.state),
+              file=sys.stderr)
+        return False, None
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return True, json.load(response)
+    except urllib.error.HTTPError as e:
+        print("error: %s" % json.load(e).get("error"), file=sys.stderr)
+    except urllib.error.URLError as e:
+        print("cannot reach the emulator's service API at %s: %s" % (url, e.reason), file=sys.stderr)
+    return False, None
+
+
+def _json_arg(text, what):
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SystemExit("%s is not JSON: %r" % (what, text))
+
+
+def _twin_path(args):
+    return "/twins/%s" % args.device_id + ("/modules/%s" % args.module if args.module else "")
+
+
+def cmd_method(args):
+    payload = _json_arg(args.payload, "--payload") if args.payload is not None else None
+    ok, result = _service(args, "POST", _twin_path(args) + "/methods",
+                          {"methodName": args.name, "payload": payload, "responseTimeoutInSeconds": args.timeout})
+    if not ok:
+        return 1
+    print("status %d: %s" % (result["status"], json.dumps(result["payload"])))
+    return 0 if 200 <= result["status"] < 300 else 2
+
+
+def cmd_twin(args):
+    if args.desired is not None:
+        patch = _json_arg(args.desired, "--desired")
+        ok, twin = _service(args, "PATCH", _twin_path(args), {"properties": {"desired": patch}})
+    else:
+        ok, twin = _service(args, "GET", _twin_path(args))
+    if not ok:
+        return 1
+    print(json.dumps(twin, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_c2d(args):
+    properties = {}
+    for item in args.property or ():
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise SystemExit("--property wants NAME=VALUE, not %r" % item)
+        properties[name] = value
+    ok, result = _service(args, "POST", "/devices/%s/messages/deviceBound" % args.device_id,
+                          {"payload": args.payload, "properties": properties, "messageId": args.message_id,
+                           "correlationId": args.correlation_id, "contentType": args.content_type,
+                           "contentEncoding": args.content_encoding})
+    if not ok:
+        return 1
+    print("queued C2D message %s for %s" % (result["messageId"], args.device_id))
     return 0
 
 
@@ -132,7 +211,42 @@ def build_parser():
     p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST, help="the hub's host name (default: %(default)s)")
     p.add_argument("--mode", default="ecc-preview", choices=("ecc-preview", "ecc-only", "rsa-only"),
                    help="server certificates offered (default: %(default)s)")
+    p.add_argument("--service-port", type=int, default=0,
+                   help="loopback port of the service API for method/twin/c2d (default: any free port)")
     p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("method", help="invoke a direct method on a connected device",
+                       description="Call a direct method through the running emulator and print the "
+                                   "device's status and JSON answer (exit 2 for a non-2xx status).")
+    _add_state(p)
+    p.add_argument("device_id")
+    p.add_argument("name", help="method name")
+    p.add_argument("--payload", help="JSON payload, e.g. '{\"times\": 3}'")
+    p.add_argument("--module", help="module id, for a module identity")
+    p.add_argument("--timeout", type=float, default=30, help="seconds to wait for the answer (default: %(default)s)")
+    p.set_defaults(func=cmd_method)
+
+    p = sub.add_parser("twin", help="show a device twin, or patch its desired properties",
+                       description="Print the twin (desired and reported, with $version and $metadata); "
+                                   "with --desired, patch the desired properties first (null deletes a key).")
+    _add_state(p)
+    p.add_argument("device_id")
+    p.add_argument("--desired", help="JSON patch of desired properties, e.g. '{\"led\": \"on\"}'")
+    p.add_argument("--module", help="module id, for a module identity")
+    p.set_defaults(func=cmd_twin)
+
+    p = sub.add_parser("c2d", help="send a cloud-to-device message",
+                       description="Queue a cloud-to-device message; the emulator delivers it at QoS 1 "
+                                   "and keeps it until the device acknowledges it.")
+    _add_state(p)
+    p.add_argument("device_id")
+    p.add_argument("payload")
+    p.add_argument("--property", action="append", metavar="NAME=VALUE", help="application property (repeatable)")
+    p.add_argument("--message-id")
+    p.add_argument("--correlation-id")
+    p.add_argument("--content-type")
+    p.add_argument("--content-encoding")
+    p.set_defaults(func=cmd_c2d)
 
     p = sub.add_parser("telemetry", help="print the telemetry a hub stored",
                        description="Print the device-to-cloud messages stored in a hub state directory.")

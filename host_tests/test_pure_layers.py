@@ -192,3 +192,68 @@ def test_config_validation_names_the_key(mpy, values, message):
             print(type(e).__name__, e)
     """ % json.dumps(values))
     assert out.strip() == "ConfigError cfg: " + message
+
+
+def test_incoming_topics_as_the_emulator_writes_them(mpy):
+    """parse_incoming on topics built by the emulator's code (C2D) and the hub's documented forms."""
+    from aziot_tools.hub.c2d import C2DMessage
+
+    c2d = C2DMessage("dev1", b"x", "m 1", {"k 2": "v/2&x", "flag": None}, {"$.cid": "c-1", "$.ct": None}).topic()
+    topics = [c2d,
+              "$iothub/methods/POST/reboot/?$rid=1f",
+              "$iothub/twin/res/200/?$rid=7",
+              "$iothub/twin/res/204/?$rid=8&$version=12",
+              "$iothub/twin/res/429/?$rid=9",
+              "$iothub/twin/PATCH/properties/desired/?$version=33"]
+    got = run_json(mpy, """
+        import json
+        from aziot.protocol import parse_incoming, split_c2d_properties
+        out = [list(parse_incoming(t, "dev1")) for t in %s]
+        out.append(list(split_c2d_properties(out[0][1])))
+        print(json.dumps(out))
+    """ % json.dumps(topics))
+    assert got[0] == ["c2d", {"$.mid": "m 1", "$.to": "/devices/dev1/messages/deviceBound", "$.cid": "c-1",
+                              "iothub-ack": "none", "k 2": "v/2&x", "flag": None}]
+    assert got[1:6] == [["method", "reboot", "1f"], ["twin-response", 200, "7", None],
+                        ["twin-response", 204, "8", 12], ["twin-response", 429, "9", None], ["desired", 33]]
+    assert got[6] == [{"$.mid": "m 1", "$.to": "/devices/dev1/messages/deviceBound", "$.cid": "c-1",
+                       "iothub-ack": "none"}, {"k 2": "v/2&x", "flag": None}]
+
+
+@pytest.mark.parametrize("topic", [
+    "devices/other/messages/devicebound/x=1",  # another device's C2D
+    "$iothub/methods/POST/reboot/",  # no $rid
+    "$iothub/methods/POST//?$rid=1",  # no name
+    "$iothub/twin/res/abc/?$rid=1",
+    "$iothub/twin/res/200",
+    "$iothub/twin/PATCH/properties/desired/?$version=x",
+    "$iothub/twin/PATCH/properties/desired/",
+    "devices/dev1/messages/devicebound/bad=%zz",
+    "random/topic",
+])
+def test_topics_the_hub_never_sends_raise_protocol_error(mpy, topic):
+    out = mpy("""
+        from aziot.protocol import parse_incoming
+        from aziot.errors import ProtocolError
+        try:
+            print("ACCEPTED", parse_incoming(%r, "dev1"))
+        except ProtocolError as e:
+            print("REFUSED", e)
+    """ % topic)
+    assert out.startswith("REFUSED "), out
+
+
+def test_device_topics_are_what_the_emulator_accepts(mpy):
+    from aziot_tools.hub import dialect
+
+    got = run_json(mpy, """
+        import json
+        from aziot import protocol as p
+        print(json.dumps([p.twin_get_topic("5"), p.twin_report_topic("6"), p.method_response_topic(200, "1f"),
+                          p.c2d_subscription("dev1"), p.METHODS_SUBSCRIPTION, p.TWIN_RESPONSE_SUBSCRIPTION,
+                          p.TWIN_DESIRED_SUBSCRIPTION]))
+    """)
+    assert dialect.parse_device_publish(got[0], "dev1") == ("twin-get", "5")
+    assert dialect.parse_device_publish(got[1], "dev1") == ("twin-reported", "6")
+    assert dialect.parse_device_publish(got[2], "dev1") == ("method-response", 200, "1f")
+    assert set(got[3:]) == dialect.allowed_filters("dev1")

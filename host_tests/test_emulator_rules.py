@@ -1,0 +1,60 @@
+"""The emulator's own rules, checked directly: twin merge/versions, SAS token checks."""
+
+import time
+
+import pytest
+
+from aziot_tools.hub import sas
+from aziot_tools.hub.twins import SECTION_LIMIT, TwinError, TwinStore
+
+KEY = "ZW11bGF0b3ItdGVzdC1rZXktbm90LWEtc2VjcmV0LTAxMjM0NQ=="
+
+
+def test_twin_patches_merge_delete_and_count_versions(tmp_path):
+    store = TwinStore(str(tmp_path / "twins.json"))
+    assert store.device_view("d") == {"desired": {"$version": 1}, "reported": {"$version": 1}}
+    assert store.patch("d", "reported", {"a": {"b": 1, "c": 2}, "x": "y"}) == 2
+    assert store.patch("d", "reported", {"a": {"b": None, "d": [1]}, "x": None}) == 3
+    assert store.device_view("d")["reported"] == {"a": {"c": 2, "d": [1]}, "$version": 3}
+    meta = store.service_view("d")["properties"]["reported"]["$metadata"]
+    assert set(meta) == {"$lastUpdated", "a"} and set(meta["a"]) == {"$lastUpdated", "c", "d"}
+    # Saved: a new store on the same file sees the same twin.
+    assert TwinStore(str(tmp_path / "twins.json")).device_view("d") == store.device_view("d")
+
+
+@pytest.mark.parametrize("patch,reason", [
+    ([1, 2], "a twin patch must be a JSON object"),
+    ({"$version": 3}, "property names may not start with '$'"),
+    ({"big": "x" * SECTION_LIMIT}, "reported properties would exceed 32768 bytes"),
+])
+def test_twin_patches_the_hub_refuses(tmp_path, patch, reason):
+    store = TwinStore(str(tmp_path / "twins.json"))
+    with pytest.raises(TwinError, match=reason.replace("$", r"\$")):
+        store.patch("d", "reported", patch)
+    assert store.device_view("d")["reported"] == {"$version": 1}  # nothing half-applied
+
+
+def sdk_token(resource, key=KEY, ttl=3600):
+    """A token made by the official SDK's own code, not ours."""
+    from azure.iot.device.common.auth.sastoken import RenewableSasToken
+    from azure.iot.device.common.auth.signing_mechanism import SymmetricKeySigningMechanism
+
+    return str(RenewableSasToken(resource, SymmetricKeySigningMechanism(key), ttl=ttl))
+
+
+def test_sas_check_accepts_sdk_tokens_and_names_what_is_wrong():
+    resource = "hub.azure-devices.net/devices/dev1"
+    assert sas.check(sdk_token(resource), resource, (KEY,)) is None
+    assert sas.check(sdk_token(resource), resource, ("", KEY)) is None  # secondary key
+    assert sas.check(sdk_token(resource + "/modules/m"), resource + "/modules/m", (KEY,)) is None
+    assert sas.check(sdk_token(resource), "hub.azure-devices.net/devices/dev2", (KEY,)) == \
+        "SAS token is for 'hub.azure-devices.net/devices/dev1', not 'hub.azure-devices.net/devices/dev2'"
+    assert sas.check(sdk_token(resource, key="b3RoZXI="), resource, (KEY,)) == \
+        "SAS token signature does not match the device's keys"
+    expired = sdk_token(resource, ttl=60)
+    assert sas.check(expired, resource, (KEY,), now=time.time() + 120).startswith("SAS token expired at ")
+    assert sas.check("Bearer abc", resource, (KEY,)) == "password is not a SharedAccessSignature token"
+    assert sas.check("SharedAccessSignature sr=x&se=1", resource, (KEY,)) == "SAS token lacks 'sig'"
+    token = sdk_token(resource, key="b3RoZXI=")
+    reason = sas.check(token, resource, (KEY,))
+    assert KEY not in reason and token.split("sig=")[1].split("&")[0] not in reason

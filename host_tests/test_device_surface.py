@@ -5,8 +5,8 @@ import json
 from devicecode import SURFACE_APP
 
 
-def start_surface(live_device, dev):
-    device = live_device(dev.image_path, SURFACE_APP)
+def start_surface(live_device, dev, heap=None):
+    device = live_device(dev.image_path, SURFACE_APP, heap=heap)
     device.expect("READY")
     return device
 
@@ -42,7 +42,7 @@ def test_method_call_to_an_offline_device_is_404_as_the_hub_answers(hub, provisi
 
 def test_an_8_kb_method_payload_works_and_an_oversize_one_is_refused_whole(hub, provision_device, live_device):
     dev = provision_device("dev-big", hub, max_message=12000)
-    device = start_surface(live_device, dev)
+    device = start_surface(live_device, dev, heap="128K")  # board-sized; the library compiled from source takes 56 KB of it
     big = "x" * 8192
     result = hub.invoke_method("dev-big", "size", big, timeout=10)
     assert (result.status, result.payload) == (200, {"bytes": 8194})  # JSON string: 8192 + quotes
@@ -227,3 +227,25 @@ def test_an_oversize_c2d_message_is_refused_whole_and_the_next_one_arrives(hub, 
     stop_surface(hub, device, "dev-c2d-big")
     assert [m.message_id for m in hub.c2d_completed("dev-c2d-big")] == ["big", "small"]
     assert not any(l.startswith("C2D big") for l in device.lines)
+
+
+def test_method_call_to_a_device_not_subscribed_to_methods_is_404(hub, provision_device, live_device):
+    dev = provision_device("dev-nomethods", hub)
+    device = live_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        done = []
+        hub.on_c2d(lambda msg: done.append(msg))  # C2D only: no methods subscription
+        hub.connect()
+        print("READY")
+        while not done:
+            hub.poll(200)
+        hub.disconnect()
+        print("DONE")
+    """)
+    device.expect("READY")
+    assert hub.connected("dev-nomethods")
+    result = hub.invoke_method("dev-nomethods", "echo", {}, timeout=5)
+    assert result.status == 404 and result.payload["errorCode"] == 404103
+    hub.send_c2d("dev-nomethods", b"stop")
+    device.expect("DONE")

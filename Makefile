@@ -36,7 +36,7 @@ build/unix-lib/umqtt/simple.py: $(STAMP) tools/aziot_tools/deps.py
 	$(BIN)/python -c "from aziot_tools import device; device.prepare_unix_lib()"
 	touch $@
 
-demo: setup  ## emulator + provisioned device + telemetry round trip, then stop
+demo: setup  ## emulator + provisioned device: telemetry, then a method, a twin change and C2D
 	$(BIN)/aziot demo
 
 test: setup  ## the host test suite (device code runs in the real micropython binary)

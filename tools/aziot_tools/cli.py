@@ -31,7 +31,7 @@ def cmd_hub(args):
         with ServiceHttp(hub, port=args.service_port) as service:
             print("roots for devices: %s, %s" % (os.path.relpath(hub.identity.root_path("ecc", "der")),
                                                  os.path.relpath(hub.identity.root_path("rsa", "der"))))
-            print("service API: %s (aziot method / twin / c2d --state %s)" % (service.url, args.state), flush=True)
+            print("service API: %s (used by aziot method / twin / c2d)" % service.url, flush=True)
             try:
                 await asyncio.Event().wait()
             finally:
@@ -282,9 +282,11 @@ def build_parser():
     p.add_argument("--heap", help="MicroPython heap size, e.g. 160K, to mimic a board")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="emulator + one provisioned device + telemetry, end to end",
+    p = sub.add_parser("demo", help="emulator + one device: telemetry, method, twin, C2D, end to end",
                        description="Start the emulator, provision a device, run examples/telemetry.py "
-                                   "under the Unix port, print what the hub saw, stop everything.")
+                                   "under the Unix port and print what the hub saw; then run "
+                                   "examples/remote_control.py and call a method, change a desired "
+                                   "property, send a C2D message; stop everything.")
     p.add_argument("--messages", type=int, default=3)
     p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa"))
     p.set_defaults(func=cmd_demo)

@@ -82,7 +82,8 @@ def test_no_client_certificate_is_refused(hub, provision_device, run_device):
     dev = provision_device("dev-nocert", hub)
     run = run_device(dev.image_path, """
         from aziot import certs, config, protocol, tlsconf
-        from aziot.mqtt import MqttSession, open_socket
+        from aziot.mqtt import MqttSession
+        from aziot.transport import open_socket
         cfg = config.load()
         ctx = tlsconf.make_context("ecc", certs.root_files(cfg.roots), None, None)   # no client certificate
         sock = open_socket(cfg.dial_address, cfg.port, 10)

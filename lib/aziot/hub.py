@@ -21,58 +21,14 @@ from . import certs, clock, protocol, tlsconf
 from .config import DEFAULT_PATH, Config, load as load_config
 from .errors import ConfigError, ConnectionLost, MessageTooLarge, ProtocolError, RequestFailed, \
     RequestTimeout, TlsError
-from .mqtt import MqttSession, open_socket
+from .messages import C2DMessage, error_body, load_json, method_response
+from .mqtt import MqttSession
+from .transport import open_socket
 
 _PROFILE_ORDER = {"ecc": ("ecc",), "rsa": ("rsa",), "compat": ("compat",),
                   # The hub shows its ECC chain only to ECDSA-only offers;
                   # a hub without one answers that offer with an alert.
                   "ecc+rsa": ("ecc", "rsa")}
-
-
-class C2DMessage:
-    """A cloud-to-device message: payload bytes plus the properties the sender set."""
-
-    __slots__ = ("payload", "message_id", "correlation_id", "content_type", "content_encoding",
-                 "properties", "system_properties")
-
-    def __init__(self, payload, bag):
-        system, self.properties = protocol.split_c2d_properties(bag)
-        self.payload = payload
-        self.system_properties = system  # $.mid, $.to, $.exp, iothub-ack, ...
-        self.message_id = system.get(protocol.PROP_MESSAGE_ID)
-        self.correlation_id = system.get(protocol.PROP_CORRELATION_ID)
-        self.content_type = system.get(protocol.PROP_CONTENT_TYPE)
-        self.content_encoding = system.get(protocol.PROP_CONTENT_ENCODING)
-
-
-def _method_response(result):
-    """(status, body bytes) from what a method handler returned.
-
-    None -> 200 without a body; an int -> that status without a body;
-    (status, body): bytes-like body is sent as is (it must be JSON text),
-    anything else is serialised with json.dumps.
-    """
-    if result is None:
-        return 200, b""
-    if isinstance(result, int):
-        return result, b""
-    status, body = result
-    if body is None:
-        return status, b""
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return status, body
-    return status, json.dumps(body).encode()
-
-
-def _error_body(text):
-    return json.dumps({"error": text}).encode()
-
-
-def _load_json(payload, what):
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise ProtocolError("%s is not JSON (%d bytes)" % (what, len(payload)))
 
 
 class HubClient:
@@ -215,7 +171,7 @@ class HubClient:
         status, _, payload = self._twin_request(protocol.twin_get_topic, b"", "twin GET", timeout)
         if status != 200:
             raise RequestFailed("twin GET", status)
-        twin = _load_json(payload, "the twin")
+        twin = load_json(payload, "the twin")
         if not isinstance(twin, dict):
             raise ProtocolError("the twin is not a JSON object")
         return twin
@@ -288,12 +244,17 @@ class HubClient:
             session.pump(timeout_ms)
         handled = 0
         while session.inbox:
-            self._handle(session, session.inbox.pop(0))
+            msg = session.inbox.pop(0)
+            try:
+                self._handle(session, msg)
+            finally:
+                if msg.packet_id is not None:  # QoS 1 (C2D): the hub keeps it until this
+                    session.acknowledge(msg.packet_id)
             handled += 1
         return handled
 
     def loop(self, duration_ms=None):
-        """poll() until duration_ms has passed, or for ever."""
+        """poll() until duration_ms has passed, or for ever; what poll() raises ends it."""
         start = time.ticks_ms()
         while True:
             left = 1000 if duration_ms is None else duration_ms - time.ticks_diff(time.ticks_ms(), start)
@@ -307,21 +268,17 @@ class HubClient:
         if kind == protocol.METHOD:
             self._answer_method(session, msg, parsed[1], parsed[2])
         elif kind == protocol.C2D:
-            try:
-                if msg.payload is None:
-                    raise MessageTooLarge("cloud-to-device message of %d bytes exceeds max_message %d; "
-                                          "acknowledged and dropped" % (msg.size, self.config.max_message))
-                if self._c2d_handler is None:
-                    raise ProtocolError("cloud-to-device message but no on_c2d handler")
-                self._c2d_handler(C2DMessage(msg.payload, parsed[1]))
-            finally:
-                if msg.packet_id is not None:
-                    session.acknowledge(msg.packet_id)  # the hub keeps it until then
+            if msg.payload is None:
+                raise MessageTooLarge("cloud-to-device message of %d bytes exceeds max_message %d; "
+                                      "acknowledged and dropped" % (msg.size, self.config.max_message))
+            if self._c2d_handler is None:
+                raise ProtocolError("cloud-to-device message but no on_c2d handler")
+            self._c2d_handler(C2DMessage(msg.payload, parsed[1]))
         elif kind == protocol.DESIRED:
             if msg.payload is None:
                 raise MessageTooLarge("desired-properties patch of %d bytes exceeds max_message %d"
                                       % (msg.size, self.config.max_message))
-            patch = _load_json(msg.payload, "desired-properties patch")
+            patch = load_json(msg.payload, "desired-properties patch")
             if not isinstance(patch, dict):
                 raise ProtocolError("desired-properties patch is not a JSON object")
             version = patch.pop("$version", parsed[1])
@@ -334,17 +291,17 @@ class HubClient:
 
     def _answer_method(self, session, msg, name, rid):
         if msg.payload is None:
-            status, body = 413, _error_body("payload of %d bytes exceeds the device's max_message %d"
+            status, body = 413, error_body("payload of %d bytes exceeds the device's max_message %d"
                                             % (msg.size, self.config.max_message))
         else:
             handler = self._method_handlers.get(name) or self._method_handlers.get(None)
             if handler is None:
-                status, body = 404, _error_body("no handler for method %r" % name)
+                status, body = 404, error_body("no handler for method %r" % name)
             else:
                 try:
-                    status, body = _method_response(handler(name, msg.payload))
+                    status, body = method_response(handler(name, msg.payload))
                 except Exception as e:  # the operator gets the error; the device stays up
-                    status, body = 500, _error_body("%s: %s" % (type(e).__name__, e))
+                    status, body = 500, error_body("%s: %s" % (type(e).__name__, e))
         session.publish(protocol.method_response_topic(status, rid).encode(), body, 0)
         if msg.payload is None:
             raise MessageTooLarge("direct method %r payload of %d bytes exceeds max_message %d; answered 413"

@@ -1,0 +1,113 @@
+"""The TCP link under TLS: dialing, and one TLS record per MQTT packet.
+
+Kept apart from the MQTT session so that each module stays small enough to
+compile from source in a board's heap.
+"""
+
+import select
+import socket
+
+from .errors import ConnectionLost, oserror_text
+
+
+class PacketStream:
+    """Gathers the small writes umqtt.simple makes for one packet into one TLS record.
+
+    umqtt.simple writes a PUBLISH in four or five pieces; on a TLS socket each
+    is a record of its own (29 bytes of AES-GCM overhead each) and, with
+    Nagle's algorithm against a delayed ACK, a 40 ms stall per message. The
+    gathered bytes go out before any read, or on flush().
+    """
+
+    LIMIT = 1024  # larger writes (payloads) pass straight through
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buf = bytearray(self.LIMIT)
+        self._len = 0
+
+    def write(self, data, length=None):
+        if isinstance(data, str):
+            data = data.encode()
+        if length is not None:
+            data = memoryview(data)[:length]
+        n = len(data)
+        if self._len + n > self.LIMIT:
+            self.flush()
+            if n > self.LIMIT:
+                return self._sock.write(data)
+        self._buf[self._len:self._len + n] = data
+        self._len += n
+        return n
+
+    def flush(self):
+        if self._len:
+            self._sock.write(memoryview(self._buf)[:self._len])
+            self._len = 0
+
+    def read(self, n):
+        self.flush()
+        return self._sock.read(n)
+
+    def setblocking(self, flag):
+        self._sock.setblocking(flag)
+
+    def poll_readable(self, timeout_ms):
+        """True when a read would find data: in the socket, or decrypted and buffered by TLS."""
+        self.flush()
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
+
+    def close(self):
+        try:
+            self.flush()  # umqtt.simple's disconnect() writes DISCONNECT then closes
+        finally:
+            self._len = 0
+            self._sock.close()
+
+
+def _no_delay(sock):
+    """Disable Nagle where the port allows it (Linux, ESP-IDF); others ignore it."""
+    try:
+        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: MicroPython names neither
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def open_socket(address, port, timeout):
+    """A TCP socket connected to address:port, with a blocking timeout."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM)[0]
+    except OSError as e:
+        raise ConnectionLost("cannot resolve %s: %s" % (address, oserror_text(e)))
+    sock = socket.socket(family, kind, proto)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(addr)
+    except OSError as e:
+        sock.close()
+        raise ConnectionLost("cannot connect to %s:%d: %s" % (address, port, oserror_text(e)))
+    _no_delay(sock)
+    return sock
+
+
+def _read_some(stream, n, what):
+    try:
+        chunk = stream.read(n)
+    except OSError as e:
+        raise ConnectionLost("connection lost while waiting for %s: %s" % (what, oserror_text(e)))
+    if not chunk:
+        raise ConnectionLost("the hub closed the connection instead of sending %s" % what)
+    return chunk
+
+
+def read_exact(stream, n, what):
+    """n bytes; one read (and no copy) in the usual case of a blocking stream."""
+    data = _read_some(stream, n, what)
+    if len(data) == n:
+        return data
+    buf = bytearray(data)
+    while len(buf) < n:
+        buf.extend(_read_some(stream, n - len(buf), what))
+    return bytes(buf)

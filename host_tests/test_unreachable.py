@@ -49,7 +49,7 @@ def test_silent_server_times_out_the_handshake(provision_device, run_device):
 
 
 def test_runs_in_a_board_sized_heap(hub, provision_device, run_device):
-    """96 KB of MicroPython heap, compiling the library from source on the way (72 KB fails).
+    """128 KB of MicroPython heap, compiling the library from source on the way (112 KB fails).
 
     A Pico W leaves an application about 160 KB; frozen bytecode needs less than source.
     """

@@ -1,4 +1,5 @@
-"""`make bench`: handshake cost and telemetry throughput, ECC vs RSA profile.
+"""`make bench`: handshake cost and telemetry throughput, ECC vs RSA profile;
+round trips of direct methods and twin reports.
 
 Device-side figures come from the device itself (time.ticks_us, gc), run
 under the MicroPython Unix port; byte counts come from the emulator, which
@@ -9,6 +10,7 @@ cost and byte counts transfer to boards, absolute times do not.
 import os
 import statistics
 import tempfile
+import time
 
 from . import device, provision
 from .hub.server import BackgroundHub
@@ -62,6 +64,76 @@ def measure(profile: str, runs: int, messages: int, size: int) -> dict:
     }
 
 
+SURFACE_APP = """
+import gc, json, time
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+state = {"run": True}
+
+def size(name, payload):
+    return 200, {"bytes": len(payload)}
+
+def held(name, payload):  # live heap while a handler holds the payload, garbage collected away
+    gc.collect()
+    return 200, {"held": gc.mem_alloc() - state["base"], "bytes": len(payload)}
+
+def report_bench(name, payload):
+    n = json.loads(payload)
+    times = []
+    for i in range(n):
+        t0 = time.ticks_us()
+        hub.report({"seq": i})
+        times.append(time.ticks_diff(time.ticks_us(), t0))
+    times.sort()
+    return 200, {"median_us": times[n // 2]}
+
+def stop(name, payload):
+    state["run"] = False
+    return 200, None
+
+hub.on_method("size", size)
+hub.on_method("held", held)
+hub.on_method("report_bench", report_bench)
+hub.on_method("stop", stop)
+hub.connect()
+gc.collect()
+state["base"] = gc.mem_alloc()
+print("READY")
+while state["run"]:
+    hub.poll(100)
+hub.disconnect()
+"""
+
+
+def measure_surface(calls: int) -> dict:
+    """Direct-method round trips (service -> device -> service) and twin reports, ecc profile."""
+    state = tempfile.mkdtemp(prefix="aziot-bench-")
+    app = os.path.join(state, "surface_app.py")
+    with open(app, "w") as f:
+        f.write(SURFACE_APP)
+    out = {}
+    with BackgroundHub(state, port=0) as hub:
+        dev = provision.provision(state, "bench-surface", os.path.join(state, "dev.img"), address="127.0.0.1",
+                                  port=hub.port, tls_profile="ecc")
+        with device.LiveDevice(dev.image_path, app) as live:
+            live.expect("READY")
+            for label, payload in (("method_64B_ms", "x" * 62), ("method_8KB_ms", "x" * 8190)):
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    result = hub.invoke_method(dev.device_id, "size", payload, timeout=30)
+                    times.append((time.perf_counter() - t0) * 1000)
+                    if result.status != 200:
+                        raise SystemExit("bench method failed: %s\n%s" % (result, live.output))
+                out[label] = statistics.median(times)
+            result = hub.invoke_method(dev.device_id, "report_bench", calls, timeout=60)
+            out["report_ms"] = result.payload["median_us"] / 1000
+            out["heap_held_8KB"] = hub.invoke_method(dev.device_id, "held", "x" * 8190, timeout=10).payload["held"]
+            hub.invoke_method(dev.device_id, "stop", None, timeout=10)
+            live.wait(30)
+    return out
+
+
 def main(args) -> int:
     device.prepare_unix_lib()
     rows = [measure(p, args.runs, args.messages, args.size) for p in ("ecc", "rsa")]
@@ -75,4 +147,12 @@ def main(args) -> int:
         print("| %s | %s | %.1f | %.1f | %d | %d | %d | %.0f |" % (
             r["profile"], r["cipher"], r["connect_ms_median"], r["hub_handshake_ms_median"],
             r["bytes_device_to_hub"], r["bytes_hub_to_device"], r["gc_heap_per_connection"], r["msgs_per_s"]))
+    s = measure_surface(args.runs * 2)
+    print()
+    print("cloud to device, ecc profile, median of %d calls each:" % (args.runs * 2))
+    print("| method 64 B round trip ms | method 8 KB round trip ms | twin report ms (device) "
+          "| GC heap live in an 8 KB method handler B |")
+    print("|---|---|---|---|")
+    print("| %.2f | %.2f | %.2f | %d |" % (s["method_64B_ms"], s["method_8KB_ms"], s["report_ms"],
+                                            s["heap_held_8KB"]))
     return 0

@@ -45,7 +45,7 @@ test: setup  ## the host test suite (device code runs in the real micropython bi
 hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE)
 	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT)
 
-bench: setup  ## handshake time/bytes/heap and QoS 1 throughput, ECC vs RSA profile
+bench: setup  ## handshake time/bytes/heap, QoS 1 throughput (ECC vs RSA), method/twin round trips
 	$(BIN)/aziot bench
 
 clean:  ## remove build outputs (keeps the venv)

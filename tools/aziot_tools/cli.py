@@ -291,7 +291,7 @@ def build_parser():
     p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa"))
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="handshake cost and throughput, ECC vs RSA profile",
+    p = sub.add_parser("bench", help="handshake cost and throughput (ECC vs RSA), method and twin round trips",
                        description="Measure connect time, TLS handshake bytes, heap per connection "
                                    "and QoS 1 throughput for the ecc and rsa profiles.")
     p.add_argument("--runs", type=int, default=10, help="connections per profile (default: %(default)s)")

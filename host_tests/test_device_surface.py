@@ -249,3 +249,28 @@ def test_method_call_to_a_device_not_subscribed_to_methods_is_404(hub, provision
     assert result.status == 404 and result.payload["errorCode"] == 404103
     hub.send_c2d("dev-nomethods", b"stop")
     device.expect("DONE")
+
+
+def test_a_device_that_drops_during_a_method_call_gets_the_caller_a_404(hub, provision_device, live_device):
+    dev = provision_device("dev-dropper", hub)
+    device = live_device(dev.image_path, """
+        import sys
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        def crash(name, payload):
+            hub._session.close()  # the link dies before the answer goes out
+            return 200, None
+        hub.on_method("crash", crash)
+        hub.connect()
+        print("READY")
+        try:
+            hub.loop(10000)
+        except Exception as e:
+            print("ERROR", type(e).__name__, e)
+    """)
+    device.expect("READY")
+    result = hub.invoke_method("dev-dropper", "crash", {}, timeout=20)
+    assert result.status == 404, result
+    assert result.payload["message"] == "device dev-dropper went offline during the call"
+    assert device.expect("ERROR") == "ERROR ConnectionLost connection lost while publishing to " \
+                                     "$iothub/methods/res/200/?$rid=1: the connection is closed"

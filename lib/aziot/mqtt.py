@@ -18,6 +18,10 @@ from .transport import PacketStream, read_exact
 _EAGAIN = 11  # MicroPython uses Linux errno numbers on every port
 
 
+def _text(topic):
+    return topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
+
+
 def _login(stream, client_id, username, password, keepalive, clean_session):
     """CONNECT, then CONNACK; returns session-present or raises with the hub's reason."""
     try:
@@ -167,6 +171,10 @@ class MqttSession:
         self.last_sent = time.ticks_ms()
         self.closed = False
 
+    def _check_open(self, doing):
+        if self.closed:
+            raise ConnectionLost("connection lost while %s: the connection is closed" % doing)
+
     def _failed(self, doing, err):
         self.close()
         if isinstance(err, OSError):
@@ -181,30 +189,36 @@ class MqttSession:
         """Returns once sent (QoS 0) or acknowledged by the hub (QoS 1)."""
         if qos not in (0, 1):
             raise ValueError("IoT Hub accepts QoS 0 or 1 only, not %r" % (qos,))
+        doing = "publishing to %s" % _text(topic)
+        self._check_open(doing)
         try:
             self._client.publish(topic, payload, qos=qos)
             self._client.sock.flush()  # QoS 0 reads nothing that would flush it
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
-            raise self._failed("publishing to %s" % topic, e)
+            raise self._failed(doing, e)
         self.last_sent = time.ticks_ms()
 
     def subscribe(self, topic, qos=0):
         """Returns once the hub granted it; the hub answers 0x80 to a topic it does not serve."""
+        doing = "subscribing to %s" % _text(topic)
+        self._check_open(doing)
         try:
             self._client.subscribe(topic, qos)
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
-            raise self._failed("subscribing to %s" % topic, e)
+            raise self._failed(doing, e)
         except Exception as e:  # umqtt.simple's MQTTException: the hub refused the filter
-            raise ProtocolError("the hub refused the subscription to %s (%s)" % (topic, e))
+            raise ProtocolError("the hub refused the subscription to %s (%s)" % (_text(topic), e))
         self.last_sent = time.ticks_ms()
 
     def acknowledge(self, packet_id):
+        self._check_open("acknowledging a message")
         try:
             self._client.puback(packet_id)
         except OSError as e:
             raise self._failed("acknowledging a message", e)
 
     def ping(self):
+        self._check_open("sending PINGREQ")
         try:
             self._client.ping()
             self._client.sock.flush()

@@ -293,7 +293,8 @@ def build_parser():
 
     p = sub.add_parser("bench", help="handshake cost and throughput (ECC vs RSA), method and twin round trips",
                        description="Measure connect time, TLS handshake bytes, heap per connection "
-                                   "and QoS 1 throughput for the ecc and rsa profiles.")
+                                   "and QoS 1 throughput for the ecc and rsa profiles, then direct-method "
+                                   "and twin-report round trips.")
     p.add_argument("--runs", type=int, default=10, help="connections per profile (default: %(default)s)")
     p.add_argument("--messages", type=int, default=200, help="QoS 1 messages timed (default: %(default)s)")
     p.add_argument("--size", type=int, default=128, help="payload bytes (default: %(default)s)")

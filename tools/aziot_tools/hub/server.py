@@ -244,7 +244,7 @@ class HubEmulator:
         rid = "%x" % self._next_rid
         self._next_rid += 1
         future = asyncio.get_running_loop().create_future()
-        self._method_calls[rid] = future
+        self._method_calls[rid] = (identity, future)
         try:
             await session.publish("$iothub/methods/POST/%s/?$rid=%s" % (name, rid), json.dumps(payload).encode())
             return await asyncio.wait_for(future, timeout)
@@ -252,8 +252,8 @@ class HubEmulator:
             return MethodResult(GATEWAY_TIMEOUT, {"errorCode": 504101, "message": "timed out waiting for "
                                                   "the response from device %s" % identity})
         except ConnectionError:
-            return MethodResult(DEVICE_NOT_ONLINE, {"errorCode": 404103, "message": "device %s went "
-                                                    "offline during the call" % identity})
+            self._fail_method_calls(identity)
+            return future.result()
         finally:
             self._method_calls.pop(rid, None)
 
@@ -336,6 +336,7 @@ class HubEmulator:
                 session = self._sessions.get(self._client_id(record))
                 if session is not None and session.stream is stream:
                     del self._sessions[self._client_id(record)]
+                    self._fail_method_calls(self._client_id(record))
             stream.close()
 
     @staticmethod
@@ -475,8 +476,8 @@ class HubEmulator:
         await session.publish(topic, body)
 
     def _method_response(self, record, status, rid, body):
-        future = self._method_calls.get(rid)
-        if future is None or future.done():
+        identity, future = self._method_calls.get(rid, (None, None))
+        if future is None or future.done() or identity != self._client_id(record):
             log.info("%s method response for unknown or expired request %s", record.device_id, rid)
             return
         try:
@@ -484,6 +485,13 @@ class HubEmulator:
         except ValueError:
             payload = body.decode("utf-8", "replace")
         future.set_result(MethodResult(status, payload))
+
+    def _fail_method_calls(self, identity):
+        """Calls waiting on a device that went away get the hub's 404, not a timeout."""
+        for owner, future in list(self._method_calls.values()):
+            if owner == identity and not future.done():
+                future.set_result(MethodResult(DEVICE_NOT_ONLINE, {
+                    "errorCode": 404103, "message": "device %s went offline during the call" % identity}))
 
     def _store_telemetry(self, record, pub, props):
         system, app = dialect.split_properties(props)

@@ -274,3 +274,35 @@ def test_a_device_that_drops_during_a_method_call_gets_the_caller_a_404(hub, pro
     assert result.payload["message"] == "device dev-dropper went offline during the call"
     assert device.expect("ERROR") == "ERROR ConnectionLost connection lost while publishing to " \
                                      "$iothub/methods/res/200/?$rid=1: the connection is closed"
+
+
+def test_default_method_handler_and_twin_request_timeout(hub, provision_device, live_device):
+    dev = provision_device("dev-default", hub)
+    device = live_device(dev.image_path, """
+        from aziot import protocol
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        running = [True]
+        def stop(name, payload):
+            running[0] = False
+        hub.on_method(None, lambda name, payload: (202, {"default": name, "len": len(payload)}))
+        hub.on_method("stop", stop)
+        hub.connect()
+        # Pretend the twin-response subscription exists: the hub answers only subscribers.
+        hub._subscribed.append(protocol.TWIN_RESPONSE_SUBSCRIPTION)
+        try:
+            hub.get_twin(timeout=1)
+        except Exception as e:
+            print("TWIN", type(e).__name__, e)
+        print("READY")
+        while running[0]:
+            hub.poll(200)
+        print("DONE")
+    """)
+    assert device.expect("TWIN") == "TWIN RequestTimeout no answer to the twin GET within 1000 ms"
+    device.expect("READY")
+    result = hub.invoke_method("dev-default", "anything", [1], timeout=10)
+    assert (result.status, result.payload) == (202, {"default": "anything", "len": 3})
+    result = hub.invoke_method("dev-default", "stop", None, timeout=10)
+    assert (result.status, result.payload) == (200, None)  # None from the handler: 200, no body
+    device.expect("DONE")

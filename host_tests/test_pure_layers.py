@@ -176,7 +176,7 @@ def test_certificate_dates_and_thumbprint_match_cryptography(mpy, tmp_path):
 @pytest.mark.parametrize("values,message", [
     ({"hub_host": "h", "device_id": "d", "keepalive": 5000}, "key 'keepalive' must be 0..1177 s (the hub caps it)"),
     ({"hub_host": "h", "device_id": "d", "roots": ["/a", 3]}, "key 'roots' must be a directory or a list of file paths"),
-    ({"hub_host": "h", "device_id": "d", "auth": "password"}, "key 'auth' must be one of x509, not 'password'"),
+    ({"hub_host": "h", "device_id": "d", "auth": "password"}, "key 'auth' must be one of x509, sas, not 'password'"),
     ({"hub_host": "h", "device_id": "d", "colour": "red"}, "unknown key 'colour'"),
     ({"hub_host": "h", "device_id": "d", "port": True}, "key 'port' has the wrong type"),
     ({"hub_host": "", "device_id": "d"}, "'hub_host' and 'device_id' must not be empty"),

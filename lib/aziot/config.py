@@ -26,9 +26,19 @@ _SCHEMA = {
     "timeout": (int, 15),
     "model_id": (str, ""),  # IoT Plug and Play model (dtmi:...), sent at connect
     "max_message": (int, 16384),  # largest C2D/method/twin payload kept; larger are refused
+    "sas_key_file": (str, "/azure-iot/sas.key"),  # auth "sas": the device key, base64, alone in a file
+    "sas_ttl": (int, 3600),  # seconds a token is valid; renewed at 80 %
+    "queue_size": (int, 32),  # QoS 1 telemetry kept while offline: messages ...
+    "queue_bytes": (int, 16384),  # ... and payload bytes
+    "queue_policy": (str, "drop-oldest"),  # or "drop-newest"
+    "queue_file": (str, ""),  # e.g. "/azure-iot/queue.bin": the queue survives a reset
+    "reconnect_min_ms": (int, 1000),  # backoff: first ceiling ...
+    "reconnect_max_ms": (int, 100000),  # ... and cap
+    "throttle_ms": (int, 30000),  # extra wait when the hub says it is busy (CONNACK 3)
 }
 
-AUTH_METHODS = ("x509",)
+AUTH_METHODS = ("x509", "sas")
+QUEUE_POLICIES = ("drop-oldest", "drop-newest")
 TLS_PROFILES = ("ecc", "rsa", "ecc+rsa", "compat")
 
 # The hub drops a client after 1.5 x keepalive of silence, capped at 1767 s.
@@ -77,6 +87,16 @@ class Config:
                               % source)
         if self.max_message < 256:
             raise ConfigError("%s: key 'max_message' must be at least 256 bytes" % source)
+        if not 60 <= self.sas_ttl <= 31536000:
+            raise ConfigError("%s: key 'sas_ttl' must be 60 s .. 1 year" % source)
+        if self.queue_policy not in QUEUE_POLICIES:
+            raise ConfigError("%s: key 'queue_policy' must be one of %s, not %r"
+                              % (source, ", ".join(QUEUE_POLICIES), self.queue_policy))
+        if self.queue_size < 0 or self.queue_bytes < 0:
+            raise ConfigError("%s: keys 'queue_size' and 'queue_bytes' must not be negative" % source)
+        if not 0 < self.reconnect_min_ms <= self.reconnect_max_ms or self.throttle_ms < 0:
+            raise ConfigError("%s: need 0 < 'reconnect_min_ms' <= 'reconnect_max_ms' and 'throttle_ms' >= 0"
+                              % source)
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

@@ -63,3 +63,11 @@ class RequestFailed(AziotError):
 
 class RequestTimeout(AziotError):
     """The hub did not answer a request in time."""
+
+
+class QueueFull(AziotError):
+    """The offline queue could not keep a message; the drop is counted."""
+
+
+class ClockError(AziotError):
+    """The clock is not set, and a SAS token or a certificate check needs it."""

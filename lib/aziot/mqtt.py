@@ -68,6 +68,7 @@ class _Client(MQTTClient):
     def setup(self, max_message, inbox):
         self.max_message = max_message
         self.inbox = inbox
+        self.ping_sent = None
         self.cb = inbox.append  # subscribe() insists on a callback
 
     def _read(self, n, what):
@@ -96,6 +97,7 @@ class _Client(MQTTClient):
             return None
         if not first:
             raise ConnectionLost("the hub closed the connection")
+        self.ping_sent = None  # anything from the hub shows the link is alive
         op = first[0]
         kind = op & 0xF0
         if kind == 0x30:
@@ -156,8 +158,8 @@ class MqttSession:
     """
 
     def __init__(self, tls_sock, client_id, username, password=None, keepalive=60,
-                 clean_session=False, max_message=16384):
-        stream = PacketStream(tls_sock)
+                 clean_session=False, max_message=16384, raw_sock=None, timeout=None):
+        stream = PacketStream(tls_sock, raw_sock, timeout)
         try:
             self.session_present = _login(stream, client_id, username, password, keepalive, clean_session)
         except Exception:
@@ -170,6 +172,11 @@ class MqttSession:
         self._client = client
         self.last_sent = time.ticks_ms()
         self.closed = False
+
+    @property
+    def ping_sent(self):
+        """ticks_ms of a PINGREQ not yet answered (by PINGRESP or any other packet), else None."""
+        return self._client.ping_sent
 
     def _check_open(self, doing):
         if self.closed:
@@ -224,7 +231,7 @@ class MqttSession:
             self._client.sock.flush()
         except OSError as e:
             raise self._failed("sending PINGREQ", e)
-        self.last_sent = time.ticks_ms()
+        self.last_sent = self._client.ping_sent = time.ticks_ms()
 
     def pump(self, timeout_ms=0, limit=16):
         """Read what has arrived into inbox, waiting up to timeout_ms for the first packet.

@@ -21,8 +21,10 @@ class PacketStream:
 
     LIMIT = 1024  # larger writes (payloads) pass straight through
 
-    def __init__(self, sock):
+    def __init__(self, sock, raw_sock=None, timeout=None):
         self._sock = sock
+        self._raw = raw_sock  # the TCP socket under TLS, to restore its timeout
+        self._timeout = timeout
         self._buf = bytearray(self.LIMIT)
         self._len = 0
 
@@ -50,7 +52,14 @@ class PacketStream:
         return self._sock.read(n)
 
     def setblocking(self, flag):
+        """umqtt.simple switches to blocking after each check_msg(); here that keeps the timeout.
+
+        On ESP32 and lwIP ports setblocking(True) means wait for ever, so a
+        black-holed link would hang a read; the configured timeout ends it.
+        """
         self._sock.setblocking(flag)
+        if flag and self._raw is not None and self._timeout:
+            self._raw.settimeout(self._timeout)
 
     def poll_readable(self, timeout_ms):
         """True when a read would find data: in the socket, or decrypted and buffered by TLS."""

@@ -1,0 +1,200 @@
+"""What the cloud asks of a device: direct methods, the device twin, C2D messages.
+
+HubClient inherits these; they are apart only so that each module stays
+small enough to compile from source in a board's heap. They need from
+HubClient: config, _session, _live(), _subscribed.
+"""
+
+import json
+import time
+
+from . import protocol
+from .errors import ConfigError, MessageTooLarge, ProtocolError, RequestFailed, RequestTimeout
+from .messages import C2DMessage, error_body, load_json, method_response
+
+
+class CloudHandlers:
+    def _init_handlers(self):
+        self._next_request_id = 1
+        self._c2d_handler = None
+        self._method_handlers = {}  # name (None: any other name) -> handler(name, payload)
+        self._desired_handler = None
+        self._desired_version = None  # of the last desired state handed to the handler
+        self._subscribed = []
+        self.late_responses = 0  # twin responses that came after their request timed out
+
+    def _connected(self):
+        return self._session is not None and not self._session.closed
+
+    # --- subscriptions: made for the handlers registered, again at each connect ----
+
+    def _subscriptions(self):
+        subs = []
+        if self._c2d_handler is not None:
+            subs.append((protocol.c2d_subscription(self.config.device_id), 1))  # the hub sends C2D at QoS 1
+        if self._method_handlers:
+            subs.append((protocol.METHODS_SUBSCRIPTION, 0))
+        if self._desired_handler is not None:
+            subs.append((protocol.TWIN_RESPONSE_SUBSCRIPTION, 0))
+            subs.append((protocol.TWIN_DESIRED_SUBSCRIPTION, 0))
+        return subs
+
+    def _subscribe(self, topic, qos=0):
+        if topic not in self._subscribed:
+            self._live().subscribe(topic.encode(), qos)
+            self._subscribed.append(topic)
+
+    def on_c2d(self, handler):
+        """handler(C2DMessage) for each cloud-to-device message; acknowledged once it returns."""
+        if self.config.module_id:
+            raise ConfigError("modules do not receive cloud-to-device messages; IoT Hub sends them to devices only")
+        self._c2d_handler = handler
+        if self._connected():
+            self._subscribe(protocol.c2d_subscription(self.config.device_id), 1)
+
+    def on_method(self, name, handler):
+        """handler(name, payload bytes) -> None | status | (status, body) for direct method name.
+
+        name None registers the handler for every method without its own.
+        A handler that raises answers 500 with the error; a method with no
+        handler answers 404.
+        """
+        self._method_handlers[name] = handler
+        if self._connected():
+            self._subscribe(protocol.METHODS_SUBSCRIPTION)
+
+    def on_desired(self, handler):
+        """handler(patch dict, version) for desired-property changes.
+
+        At each connect the client fetches the full twin and, if the desired
+        version moved while it was offline, calls handler with the whole
+        desired document (keys deleted meanwhile do not appear as null).
+        """
+        self._desired_handler = handler
+        if self._connected():
+            self._subscribe(protocol.TWIN_RESPONSE_SUBSCRIPTION)
+            self._subscribe(protocol.TWIN_DESIRED_SUBSCRIPTION)
+            self._catch_up_desired()
+
+    # --- device twin -----------------------------------------------------------
+
+    def get_twin(self, timeout=None):
+        """The full twin as {"desired": {...}, "reported": {...}}, each with "$version"."""
+        status, _, payload = self._twin_request(protocol.twin_get_topic, b"", "twin GET", timeout)
+        if status != 200:
+            raise RequestFailed("twin GET", status)
+        twin = load_json(payload, "the twin")
+        if not isinstance(twin, dict):
+            raise ProtocolError("the twin is not a JSON object")
+        return twin
+
+    def report(self, patch, timeout=None):
+        """Patch the reported properties (None deletes a key); returns the twin's new reported $version."""
+        if not isinstance(patch, dict):
+            raise ValueError("reported properties must be a dict, not %s" % type(patch).__name__)
+        status, version, _ = self._twin_request(protocol.twin_report_topic, json.dumps(patch).encode(),
+                                                "reported-properties PATCH", timeout)
+        if status != 204:
+            raise RequestFailed("reported-properties PATCH", status)
+        return version
+
+    def _twin_request(self, topic_for, body, what, timeout):
+        """Publish a twin request and wait for its response: (status, version, payload)."""
+        session = self._live()
+        self._subscribe(protocol.TWIN_RESPONSE_SUBSCRIPTION)
+        rid = str(self._next_request_id)
+        self._next_request_id += 1
+        session.publish(topic_for(rid).encode(), body, 0)  # the response is the acknowledgement
+        timeout_ms = int((self.config.timeout if timeout is None else timeout) * 1000)
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            response = self._take_twin_response(rid, what)
+            if response is not None:
+                return response
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise RequestTimeout("no answer to the %s within %d ms" % (what, timeout_ms))
+            session.pump(left)
+
+    def _take_twin_response(self, rid, what):
+        inbox = self._session.inbox
+        for i in range(len(inbox)):
+            msg = inbox[i]
+            if not msg.topic.startswith("$iothub/twin/res/"):
+                continue
+            kind, status, got, version = protocol.parse_incoming(msg.topic, self.config.device_id)
+            if got == rid:
+                del inbox[i]
+                if msg.payload is None:
+                    raise MessageTooLarge("%s answer of %d bytes exceeds max_message %d"
+                                          % (what, msg.size, self.config.max_message))
+                return status, version, msg.payload
+        return None
+
+    def _catch_up_desired(self):
+        """Hand the handler the desired state if it changed while we were not listening."""
+        desired = self.get_twin().get("desired", {})
+        version = desired.pop("$version", None)
+        if version is not None and (self._desired_version is None or version > self._desired_version):
+            self._desired_version = version
+            self._desired_handler(desired, version)
+
+    # --- handling what arrived ---------------------------------------------------
+
+    def _dispatch(self, session):
+        """Run the handlers for everything in the inbox; returns how many were handled."""
+        handled = 0
+        while session.inbox:
+            msg = session.inbox.pop(0)
+            try:
+                self._handle(session, msg)
+            finally:
+                if msg.packet_id is not None and not session.closed:  # QoS 1 (C2D): the hub keeps it until this
+                    session.acknowledge(msg.packet_id)
+            handled += 1
+        return handled
+
+    def _handle(self, session, msg):
+        parsed = protocol.parse_incoming(msg.topic, self.config.device_id)
+        kind = parsed[0]
+        if kind == protocol.METHOD:
+            self._answer_method(session, msg, parsed[1], parsed[2])
+        elif kind == protocol.C2D:
+            if msg.payload is None:
+                raise MessageTooLarge("cloud-to-device message of %d bytes exceeds max_message %d; "
+                                      "acknowledged and dropped" % (msg.size, self.config.max_message))
+            if self._c2d_handler is None:
+                raise ProtocolError("cloud-to-device message but no on_c2d handler")
+            self._c2d_handler(C2DMessage(msg.payload, parsed[1]))
+        elif kind == protocol.DESIRED:
+            if msg.payload is None:
+                raise MessageTooLarge("desired-properties patch of %d bytes exceeds max_message %d"
+                                      % (msg.size, self.config.max_message))
+            patch = load_json(msg.payload, "desired-properties patch")
+            if not isinstance(patch, dict):
+                raise ProtocolError("desired-properties patch is not a JSON object")
+            version = patch.pop("$version", parsed[1])
+            if self._desired_handler is not None and (
+                    self._desired_version is None or version > self._desired_version):
+                self._desired_version = version
+                self._desired_handler(patch, version)
+        else:  # a twin response nobody waits for any more
+            self.late_responses += 1
+
+    def _answer_method(self, session, msg, name, rid):
+        if msg.payload is None:
+            status, body = 413, error_body("payload of %d bytes exceeds the device's max_message %d"
+                                            % (msg.size, self.config.max_message))
+        else:
+            handler = self._method_handlers.get(name) or self._method_handlers.get(None)
+            if handler is None:
+                status, body = 404, error_body("no handler for method %r" % name)
+            else:
+                try:
+                    status, body = method_response(handler(name, msg.payload))
+                except Exception as e:  # the operator gets the error; the device stays up
+                    status, body = 500, error_body("%s: %s" % (type(e).__name__, e))
+        session.publish(protocol.method_response_topic(status, rid).encode(), body, 0)
+        if msg.payload is None:
+            raise MessageTooLarge("direct method %r payload of %d bytes exceeds max_message %d; answered 413"
+                                  % (name, msg.size, self.config.max_message))

@@ -35,3 +35,21 @@ def format_utc(t):
     """ISO 8601 for error messages (Unix seconds in)."""
     tm = time.gmtime(t - _EPOCH_OFFSET)
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % tm[:6]
+
+
+def sync(host="pool.ntp.org"):
+    """Set the RTC from NTP on ports that have `ntptime` (ESP32, Pico W), after Wi-Fi is up.
+
+    Raises ClockError when the port has no ntptime or the server does not answer.
+    """
+    from .errors import ClockError, oserror_text
+
+    try:
+        import ntptime
+    except ImportError:
+        raise ClockError("this port has no ntptime: set the clock another way (RTC, GPS, the hub's time)")
+    ntptime.host = host
+    try:
+        ntptime.settime()
+    except (OSError, OverflowError) as e:
+        raise ClockError("NTP sync with %s failed: %s" % (host, oserror_text(e) if isinstance(e, OSError) else e))

@@ -156,9 +156,14 @@ def cmd_provision(args):
     dev = provision.provision(args.state, args.device_id, args.image, auth=args.auth, hub_host=args.hub_host,
                               roots=args.roots, register=to_emulator, main_py=main_py, **overrides)
     folder = os.path.join(args.state, "devices")
-    provision.write_identity(dev.identity, folder, args.device_id)
-    print("device %s: %s, thumbprint SHA-256 %s" % (args.device_id, args.auth, dev.identity.thumbprint_sha256))
-    print("identity: %s (certificate and key, PEM)" % os.path.relpath(os.path.join(folder, args.device_id + ".pem")))
+    if dev.sas_key:
+        key_path = provision.write_sas_key(dev.sas_key, folder, args.device_id)
+        print("device %s: sas, primary key in %s (never printed)" % (args.device_id, os.path.relpath(key_path)))
+    else:
+        provision.write_identity(dev.identity, folder, args.device_id)
+        print("device %s: %s, thumbprint SHA-256 %s" % (args.device_id, args.auth, dev.identity.thumbprint_sha256))
+        print("identity: %s (certificate and key, PEM)"
+              % os.path.relpath(os.path.join(folder, args.device_id + ".pem")))
     print("flash image: %s" % args.image)
     for path in sorted(dev.files):
         print("  %-44s %6d bytes" % (path, len(dev.files[path])))
@@ -166,7 +171,11 @@ def cmd_provision(args):
         print("registered with the emulator in %s" % os.path.relpath(args.state))
     else:
         hub_name = args.hub_host.split(".")[0]
-        if args.auth == "x509_thumbprint":
+        if args.auth == "sas":
+            print("register it on the hub (the key is read from the file, not typed):\n"
+                  "  az iot hub device-identity create --hub-name %s --device-id %s --auth-method shared_private_key "
+                  "--primary-key \"$(cat %s)\"" % (hub_name, args.device_id, os.path.relpath(key_path)))
+        elif args.auth == "x509_thumbprint":
             print("register it on the hub:\n  az iot hub device-identity create --hub-name %s --device-id %s "
                   "--auth-method x509_thumbprint --primary-thumbprint %s"
                   % (hub_name, args.device_id, dev.identity.thumbprint_sha256))
@@ -260,7 +269,9 @@ def build_parser():
     _add_state(p)
     p.add_argument("--device-id", required=True)
     p.add_argument("--image", required=True, help="output littlefs image path")
-    p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca"))
+    p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca", "sas"),
+                   help="x509_thumbprint (self-signed ECC P-256), x509_ca (signed by the fleet CA), "
+                        "or sas (a random device key in /azure-iot/sas.key) (default: %(default)s)")
     p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa", "compat"),
                    help="TLS cipher profile (default: %(default)s)")
     p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST,

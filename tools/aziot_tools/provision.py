@@ -1,11 +1,12 @@
-"""Provisioning, first cut: device identity, hub registration, flash image.
+"""Provisioning: device identity, hub registration, flash image.
 
 One call per device: make an ECC P-256 key and certificate (self-signed for
-thumbprint authentication, or signed by the fleet CA), register it with the
-emulator's registry, and write the device's littlefs image with its config,
-roots, certificate and key.
+thumbprint authentication, or signed by the fleet CA) or a random SAS key,
+register it with the emulator's registry, and write the device's littlefs
+image with its config, roots, and certificate and key (or SAS key file).
 """
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class ProvisionedDevice:
     config: dict
     image_path: str
     files: dict = field(repr=False, default_factory=dict)
+    sas_key: str = field(repr=False, default=None)  # auth "sas": the device's primary key
 
 
 def fleet_ca(state_dir: str) -> pki.Identity:
@@ -38,17 +40,16 @@ def fleet_ca(state_dir: str) -> pki.Identity:
     ca = pki.make_device_ca()
     with open(cert_path, "wb") as f:
         f.write(ca.cert_pem)
-    with open(key_path, "wb") as f:
-        f.write(ca.key_pem)
-    os.chmod(key_path, 0o600)
+    _write_private(key_path, ca.key_pem)
     Registry(os.path.join(state_dir, "registry.json")).add_ca(FLEET_CA_NAME, ca.cert_pem)
     return ca
 
 
 def device_config(device_id: str, hub_host: str, **overrides) -> dict:
     config = {"hub_host": hub_host, "device_id": device_id, "auth": "x509",
-              "tls_profile": "ecc+rsa", "roots": "/azure-iot/roots",
-              "cert": "/azure-iot/device.der", "key": "/azure-iot/device-key.der"}
+              "tls_profile": "ecc+rsa", "roots": "/azure-iot/roots"}
+    if overrides.get("auth", "x509") == "x509":
+        config.update(cert="/azure-iot/device.der", key="/azure-iot/device-key.der")
     config.update(overrides)
     return config
 
@@ -77,13 +78,17 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
     see roots.py). root_kinds defaults to what the TLS profile can meet.
     config_overrides go into config.json.
     """
-    if identity is None:
+    sas_key = None
+    if auth == "sas":
+        sas_key = base64.b64encode(os.urandom(32)).decode()  # as the hub generates device keys
+        config_overrides = dict(config_overrides, auth="sas")
+    elif identity is None:
         ca = fleet_ca(state_dir) if auth == "x509_ca" else None
         identity = pki.make_device_identity(device_id, ca)
     if register:
         Registry(os.path.join(state_dir, "registry.json")).add_device(
             device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "",
-            module_id=config_overrides.get("module_id", ""))
+            module_id=config_overrides.get("module_id", ""), primary_key=sas_key or "")
     config = device_config(device_id, hub_host, **config_overrides)
     kinds = root_kinds or profile_kinds(config["tls_profile"])
     if roots == "azure":
@@ -93,14 +98,17 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
     else:
         raise ValueError("roots must be 'emulator' or 'azure', not %r" % roots)
     files["/azure-iot/config.json"] = json.dumps(config).encode()
-    files[config.get("cert", "/azure-iot/device.der")] = identity.cert_der
-    files[config.get("key", "/azure-iot/device-key.der")] = identity.key_der
+    if sas_key is not None:
+        files[config.get("sas_key_file", "/azure-iot/sas.key")] = sas_key.encode()
+    else:
+        files[config.get("cert", "/azure-iot/device.der")] = identity.cert_der
+        files[config.get("key", "/azure-iot/device-key.der")] = identity.key_der
     if main_py is not None:
         files["/main.py"] = main_py
     os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
     with open(image_path, "wb") as f:
         f.write(flashimage.build_image(files))
-    return ProvisionedDevice(device_id, identity, config, image_path, files)
+    return ProvisionedDevice(device_id, identity, config, image_path, files, sas_key)
 
 
 def write_identity(identity: pki.Identity, folder: str, device_id: str):
@@ -108,7 +116,20 @@ def write_identity(identity: pki.Identity, folder: str, device_id: str):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, device_id + ".pem"), "wb") as f:
         f.write(identity.cert_pem)
-    key_path = os.path.join(folder, device_id + "-key.pem")
-    with open(key_path, "wb") as f:
-        f.write(identity.key_pem)
-    os.chmod(key_path, 0o600)
+    _write_private(os.path.join(folder, device_id + "-key.pem"), identity.key_pem)
+
+
+def write_sas_key(key: str, folder: str, device_id: str) -> str:
+    """Keep a SAS device's key beside its image, readable by the owner only; returns the path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, device_id + ".sas-key")
+    _write_private(path, (key + "\n").encode())
+    return path
+
+
+def _write_private(path: str, data: bytes):
+    """Create the file owner-only from the start, not chmod'ed after the secret is in it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT

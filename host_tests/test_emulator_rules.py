@@ -58,3 +58,35 @@ def test_sas_check_accepts_sdk_tokens_and_names_what_is_wrong():
     token = sdk_token(resource, key="b3RoZXI=")
     reason = sas.check(token, resource, (KEY,))
     assert KEY not in reason and token.split("sig=")[1].split("&")[0] not in reason
+
+
+def test_emulator_ends_a_sas_connection_when_its_token_expires(hub, hub_state):
+    """A paho-mqtt client (CPython) logs in with a token that expires in 2 s."""
+    import os
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from aziot_tools.hub.registry import Registry
+
+    Registry(os.path.join(hub_state, "registry.json")).add_device("paho-sas", "sas", primary_key=KEY)
+    resource = "%s/devices/paho-sas" % hub.hub_host
+    token = sdk_token(resource, ttl=2)
+    ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
+    ctx.check_hostname = False  # dials 127.0.0.1; the chain is still verified
+    connected, dropped = threading.Event(), threading.Event()
+    client = mqtt.Client(client_id="paho-sas")
+    client.username_pw_set("%s/paho-sas/?api-version=2021-04-12" % hub.hub_host, token)
+    client.tls_set_context(ctx)
+    client.on_connect = lambda c, u, f, rc: connected.set() if rc == 0 else None
+    client.on_disconnect = lambda c, u, rc: dropped.set()
+    client.connect("127.0.0.1", hub.port, keepalive=60)
+    client.loop_start()
+    try:
+        assert connected.wait(10)
+        assert dropped.wait(10)
+    finally:
+        client.loop_stop()
+    (conn,) = hub.connections("paho-sas")
+    assert (conn.auth, conn.reason) == ("sas", "SAS token expired")

@@ -57,3 +57,8 @@ def check(token: str, resource: str, keys, now: float = None):
             return None
     return "SAS token signature does not match the device's keys"
 
+
+
+def expiry(password: bytes) -> int:
+    """The `se` of an already accepted token."""
+    return int(parse(password.decode("utf-8", "replace"))["se"])

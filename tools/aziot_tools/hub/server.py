@@ -21,12 +21,13 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import pki
-from . import dialect, mqttwire, tlspolicy
+from . import dialect, mqttwire, sas, tlspolicy
 from .c2d import C2DQueues
 from .registry import Registry, identity_key
 from .twins import TwinError, TwinStore
@@ -398,8 +399,21 @@ class HubEmulator:
             await self._deliver_c2d(record.device_id)
         # The hub drops a client after 1.5 x keepalive of silence.
         idle = connect.keepalive * 1.5 if connect.keepalive else None
+        # The hub ends a SAS connection when its token expires; the device renews by reconnecting.
+        expiry = sas.expiry(connect.password) if record.auth == "sas" else None
         while True:
-            packet = await asyncio.wait_for(mqttwire.read_packet(stream.read_exact), idle)
+            limit = idle
+            if expiry is not None:
+                left = max(expiry - time.time(), 0)
+                limit = left if limit is None else min(limit, left)
+            try:
+                packet = await asyncio.wait_for(mqttwire.read_packet(stream.read_exact), limit)
+            except asyncio.TimeoutError:
+                if expiry is not None and time.time() >= expiry:
+                    record.reason = "SAS token expired"
+                    log.info("%s %s: SAS token expired, closing", record.peer, client_id)
+                    return
+                raise
             if packet.kind == mqttwire.PUBLISH:
                 await self._on_publish(session, mqttwire.parse_publish(packet.flags, packet.body))
             elif packet.kind == mqttwire.PINGREQ:

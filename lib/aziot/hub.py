@@ -62,6 +62,9 @@ class HubClient(CloudHandlers):
         self._connecting = False
         self._connected_at = 0
         self._renew_at = None  # clock seconds at which a SAS token is renewed
+        # on_link(event, detail), for logs: ("lost", error), ("retry", (delay_ms, ceiling_ms)),
+        # ("attempt", failures so far), ("connected", session-present flag).
+        self.on_link = None
 
     @classmethod
     def from_flash(cls, path=DEFAULT_PATH, **kwargs):
@@ -139,6 +142,7 @@ class HubClient(CloudHandlers):
             self._catch_up_desired()
         self.stats["connects"] += 1
         self._connected_at = time.ticks_ms()
+        self._event("connected", self._session.session_present)
         self._send_queued()
         return self._session.session_present
 
@@ -152,18 +156,30 @@ class HubClient(CloudHandlers):
             raise ConnectionLost("not connected to the hub: call connect()")
         return self._session
 
+    def _event(self, kind, detail):
+        if self.on_link is not None:
+            self.on_link(kind, detail)
+
+    def _schedule_retry(self, throttled=False):
+        ceiling = self.backoff.ceiling()
+        delay = self.backoff.next_delay(throttled)
+        self._next_attempt = time.ticks_add(time.ticks_ms(), delay)
+        self._event("retry", (delay, ceiling + (self.backoff.throttle_ms if throttled else 0)))
+
     def _lost(self, err):
         """The link broke: close it and schedule a reconnect by the backoff schedule."""
         if self._session is not None:
             self._session.close()
         self.stats["links_lost"] += 1
         self.last_error = err
-        self._next_attempt = time.ticks_add(time.ticks_ms(), self.backoff.next_delay())
+        self._event("lost", err)
+        self._schedule_retry()
 
     def _try_reconnect(self):
         """One attempt when the backoff schedule allows it; False if still offline."""
         if self._connecting or time.ticks_diff(time.ticks_ms(), self._next_attempt) < 0:
             return False
+        self._event("attempt", self.backoff.failures)
         try:
             self.connect()
             return True
@@ -172,8 +188,7 @@ class HubClient(CloudHandlers):
             self.last_error = e
             if self._session is not None:
                 self._session.close()
-            throttled = isinstance(e, ConnectionRefused) and e.code == _CONNACK_SERVER_UNAVAILABLE
-            self._next_attempt = time.ticks_add(time.ticks_ms(), self.backoff.next_delay(throttled))
+            self._schedule_retry(isinstance(e, ConnectionRefused) and e.code == _CONNACK_SERVER_UNAVAILABLE)
             return False
 
     # --- device to cloud -----------------------------------------------------------

@@ -85,15 +85,18 @@ class _Client(MQTTClient):
 
     def wait_msg(self):
         sock = self.sock
+        waiting = sock.blocking  # False inside check_msg(): "nothing yet" is then a fine answer
         try:
             first = sock.read(1)
         except OSError as e:
-            if e.args and e.args[0] in (_EAGAIN, 110):  # non-blocking (check_msg) and nothing there
+            if e.args and e.args[0] in (_EAGAIN, 110):
                 first = None
             else:
                 raise
         sock.setblocking(True)
         if first is None:
+            if waiting:  # blocked for a PUBACK/SUBACK and the timeout passed: the link is dead
+                raise ConnectionLost("no answer from the hub within the timeout")
             return None
         if not first:
             raise ConnectionLost("the hub closed the connection")

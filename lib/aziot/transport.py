@@ -25,6 +25,7 @@ class PacketStream:
         self._sock = sock
         self._raw = raw_sock  # the TCP socket under TLS, to restore its timeout
         self._timeout = timeout
+        self.blocking = True
         self._buf = bytearray(self.LIMIT)
         self._len = 0
 
@@ -58,6 +59,7 @@ class PacketStream:
         black-holed link would hang a read; the configured timeout ends it.
         """
         self._sock.setblocking(flag)
+        self.blocking = flag
         if flag and self._raw is not None and self._timeout:
             self._raw.settimeout(self._timeout)
 
@@ -106,6 +108,8 @@ def _read_some(stream, n, what):
         chunk = stream.read(n)
     except OSError as e:
         raise ConnectionLost("connection lost while waiting for %s: %s" % (what, oserror_text(e)))
+    if chunk is None:  # a blocking read whose timeout passed (TLS reports it as "would block")
+        raise ConnectionLost("timed out waiting for %s" % what)
     if not chunk:
         raise ConnectionLost("the hub closed the connection instead of sending %s" % what)
     return chunk

@@ -177,6 +177,7 @@ class HubEmulator:
         self._next_rid = 1
         self._server = None
         self._loop = None
+        self._handlers = set()  # tasks serving a connection
 
     # --- service API (safe to call from another thread) -------------------
 
@@ -291,14 +292,26 @@ class HubEmulator:
                  self.hub_host, self.listen_host, self.port, self.tls_mode)
 
     async def stop(self):
+        """Close the listener and every connection, and wait for their handlers to end."""
         if self._server:
             self._server.close()
             for session in list(self._sessions.values()):
                 session.stream.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
     async def _handle(self, reader, writer):
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, reader, writer):
         peer = "%s:%d" % writer.get_extra_info("peername")[:2]
         record = ConnectionRecord(peer)
         with self._lock:

@@ -1,0 +1,138 @@
+"""Soak: QoS 1 telemetry through a proxy that breaks the link, and hub restarts.
+
+Every message id must reach the hub at least once (duplicates are allowed
+and counted: at-least-once), none may be dropped, and the device's
+reconnect attempts must follow its backoff schedule: never earlier than
+scheduled, never a wait above the schedule's ceiling.
+
+Size: AZIOT_SOAK_MESSAGES (default 1000) and AZIOT_SOAK_FAULTS (default 20);
+for a longer run, e.g. AZIOT_SOAK_MESSAGES=20000 AZIOT_SOAK_FAULTS=300
+make test PYTEST_ARGS="-k soak -s".
+"""
+
+import json
+import os
+import random
+import time
+
+import pytest
+
+from aziot_tools.faults import FaultProxy
+from aziot_tools.hub.server import BackgroundHub
+from devicecode import free_port
+
+MESSAGES = int(os.environ.get("AZIOT_SOAK_MESSAGES", "1000"))
+FAULTS = int(os.environ.get("AZIOT_SOAK_FAULTS", "20"))
+
+SOAK_APP = """
+import sys, time
+from aziot.hub import HubClient
+n = int(sys.argv[1])
+hub = HubClient.from_flash()
+
+def on_link(event, detail):
+    if event == "retry":
+        detail = "%d %d" % detail
+    elif event == "lost":
+        detail = type(detail).__name__
+    print("LINK", time.ticks_ms(), event, detail)
+
+hub.on_link = on_link
+hub.connect()
+for i in range(n):
+    hub.send_telemetry(b'{"i": %d}' % i, message_id="m%d" % i)
+    hub.poll(0)
+    time.sleep_ms(3)  # paced, so that faults land all along the run
+deadline = time.ticks_add(time.ticks_ms(), 60000)
+while (len(hub.outbox) or not hub.connected) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+    hub.poll(50)
+hub.disconnect()
+print("DONE queued", len(hub.outbox), "dropped", hub.outbox.dropped, "stats", hub.stats)
+"""
+
+
+def read_mids(state):
+    path = os.path.join(state, "telemetry.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line)["system_properties"]["$.mid"] for line in f if line.endswith("\n")]
+
+
+def test_soak_qos1_through_faults_and_hub_restarts(hub_state, provision_device, live_device, tmp_path):
+    hub_port = free_port()
+    rng = random.Random(int(os.environ.get("AZIOT_SOAK_SEED", "7")))
+    kinds = ["drop", "reset", "stall", "truncate", "slow", "refuse", "restart"]
+    plan = [kinds[i % len(kinds)] for i in range(FAULTS)]
+    rng.shuffle(plan)
+    thresholds = sorted(rng.sample(range(10, MESSAGES - 10), FAULTS))
+    hub_ctx = BackgroundHub(hub_state, port=hub_port)
+    hub = hub_ctx.__enter__()
+    try:
+        with FaultProxy(hub_port) as proxy:
+            dev = provision_device("soak-dev", address="127.0.0.1", port=proxy.port, tls_profile="ecc",
+                                   keepalive=4, timeout=2, reconnect_min_ms=100, reconnect_max_ms=1600,
+                                   throttle_ms=500, queue_size=MESSAGES, queue_bytes=64 * MESSAGES)
+            device = live_device(dev.image_path, SOAK_APP, str(MESSAGES))
+            injected = []
+            deadline = time.monotonic() + 60 + MESSAGES * 0.05 + FAULTS * 6
+            while thresholds and time.monotonic() < deadline:
+                if len(read_mids(hub_state)) < thresholds[0]:
+                    time.sleep(0.01)
+                    continue
+                kind = plan[len(injected)]
+                if kind == "restart":
+                    hub_ctx.__exit__(None, None, None)
+                    time.sleep(0.5)
+                    hub_ctx = BackgroundHub(hub_state, port=hub_port)
+                    hub = hub_ctx.__enter__()
+                elif kind in ("stall", "slow", "refuse"):
+                    {"stall": lambda: proxy.stall(3), "slow": lambda: proxy.slow(1, 2000),
+                     "refuse": lambda: (proxy.refuse(1.5), proxy.drop())}[kind]()
+                else:
+                    getattr(proxy, kind)()
+                injected.append(kind)
+                thresholds.pop(0)
+                seen = len(read_mids(hub_state))
+                while len(read_mids(hub_state)) <= seen and time.monotonic() < deadline:
+                    time.sleep(0.02)  # one fault at a time: wait until messages flow again
+            done = device.expect("DONE", timeout=max(deadline - time.monotonic(), 30))
+            accepts = list(proxy.accepts)
+    finally:
+        hub_ctx.__exit__(None, None, None)
+
+    mids = read_mids(hub_state)
+    missing = set("m%d" % i for i in range(MESSAGES)) - set(mids)
+    duplicates = len(mids) - len(set(mids))
+    assert len(injected) >= FAULTS, injected
+    assert not missing, "missing %d ids, e.g. %s" % (len(missing), sorted(missing)[:5])
+    assert done.startswith("DONE queued 0 dropped 0 "), done
+
+    # The reconnect schedule: each attempt comes no earlier than its retry said, and no
+    # retry waits longer than its ceiling (which never exceeds cap + throttle floor).
+    events = [l.split(" ", 3) for l in device.lines if l.startswith("LINK ")]
+    pending, retries, outages, lost_at = None, [], [], None
+    for _, ticks, event, detail in events:
+        ticks = int(ticks)
+        if event == "retry":
+            delay, ceiling = map(int, detail.split())
+            assert 0 <= delay <= ceiling <= 1600 + 500, detail
+            pending = (ticks, delay)
+            retries.append(delay)
+        elif event == "attempt":
+            assert pending is not None and ticks - pending[0] >= pending[1] - 1, (pending, ticks)
+            pending = None
+        elif event == "lost":
+            lost_at = lost_at if lost_at is not None else ticks
+        elif event == "connected" and lost_at is not None:
+            outages.append(ticks - lost_at)
+            lost_at = None
+    attempts = sum(1 for e in events if e[2] == "attempt")
+    assert len(accepts) <= attempts + 1  # every connection the proxy saw was a scheduled attempt
+    report = ("soak: %d messages, %d faults (%s), %d stored, %d duplicates, %d links lost, %d reconnect attempts, "
+              "longest outage %d ms" % (MESSAGES, len(injected), ",".join(sorted(set(injected))), len(mids),
+                                        duplicates, sum(1 for e in events if e[2] == "lost"), attempts,
+                                        max(outages or [0])))
+    print(report)
+    with open(os.path.join(str(tmp_path), "soak-report.txt"), "w") as f:
+        f.write(report + "\n")

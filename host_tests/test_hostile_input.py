@@ -1,0 +1,183 @@
+"""Garbage from the network: the device stays up and keeps its queue; the emulator keeps serving."""
+
+import socket
+import ssl
+import time
+
+import pytest
+
+from aziot_tools.hub import mqttwire
+from devicecode import CONNECT_AND_SEND, outcome
+
+HOSTILE_APP = """
+import time
+from aziot.hub import HubClient
+from aziot.errors import AziotError
+hub = HubClient.from_flash()
+state = {"run": True, "n": 0}
+
+def stop(name, payload):
+    state["run"] = False
+
+def on_link(event, detail):
+    if event in ("lost", "connected"):
+        print("LINK", event, type(detail).__name__ if event == "lost" else "", detail if event == "lost" else "")
+
+hub.on_method("stop", stop)
+hub.on_method("echo", lambda name, payload: (200, {"len": len(payload)}))
+hub.on_c2d(lambda msg: print("C2D", msg.message_id))
+hub.on_desired(lambda patch, version: print("DESIRED", version))
+hub.on_link = on_link
+hub.connect()
+print("READY")
+last = time.ticks_ms()
+while state["run"]:
+    if time.ticks_diff(time.ticks_ms(), last) >= 100:
+        last = time.ticks_ms()
+        hub.send_telemetry(b"%d" % state["n"], message_id="h%d" % state["n"])
+        state["n"] += 1
+    try:
+        hub.poll(20)
+    except AziotError as e:
+        print("POLL-ERROR", type(e).__name__, e)
+while len(hub.outbox):
+    hub.poll(20)
+hub.disconnect()
+print("DONE", state["n"], hub.outbox.dropped)
+"""
+
+
+def publish(topic, payload, qos=0, packet_id=1):
+    body = mqttwire.string(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
+    return mqttwire.encode(mqttwire.PUBLISH, qos << 1, body)
+
+
+# (name, bytes the hub sends, close after?, the error the link ends with, words in its message)
+BROKEN_STREAM = [
+    ("bad remaining length", b"\x30\xff\xff\xff\xff\x01", False, "ProtocolError",
+     "MQTT remaining length longer than 4 bytes"),
+    ("unknown packet type", b"\xf0\x00", False, "ProtocolError", "unexpected MQTT packet type 15 from the hub"),
+    ("QoS 2 publish", mqttwire.encode(mqttwire.PUBLISH, 4, mqttwire.string("x") + b"\x00\x01"), False,
+     "ProtocolError", "PUBLISH with QoS 2 from the hub (it sends 0 or 1)"),
+    ("topic longer than the packet", b"\x30\x04\x00\x09ab", False, "ProtocolError",
+     "PUBLISH topic length 9 exceeds the packet"),
+    ("truncated, then closed", b"\x30\x20\x00\x05dev", True, "ConnectionLost", "connection lost while"),
+    # The device may be reading for a PUBACK or polling when the hub goes silent mid-packet.
+    ("announces 10 MB, sends nothing", b"\x30\x80\x80\x80\x05\x00\x01x", False, "ConnectionLost",
+     "timed out"),
+]
+
+# (name, bytes, the line the device must print) -- the stream stays in step, the link stays up
+BAD_MESSAGE = [
+    ("topic never subscribed", publish("random/topic", b"x"),
+     "POLL-ERROR ProtocolError message on a topic this device never subscribed to: 'random/topic'"),
+    ("desired patch not JSON", publish("$iothub/twin/PATCH/properties/desired/?$version=9", b"{nope"),
+     "POLL-ERROR ProtocolError desired-properties patch is not JSON (5 bytes)"),
+    ("C2D bag with a bad escape", publish("devices/dev-hostile/messages/devicebound/k=%zz", b"x", 1, 7),
+     "POLL-ERROR ProtocolError bad percent escape in '%zz'"),
+    ("desired version not a number", publish("$iothub/twin/PATCH/properties/desired/?$version=x", b"{}"),
+     "POLL-ERROR ProtocolError $version in topic '$iothub/twin/PATCH/properties/desired/?$version=x' "
+     "is not a number"),
+]
+
+
+def live_session(hub, device_id, not_this=None, timeout=20):
+    """The device's session at the emulator once it is logged in (a new one, if not_this is given)."""
+    end = time.monotonic() + timeout
+    while True:
+        session = hub._sessions.get(device_id)
+        if session is not None and session is not not_this and hub.subscriptions(device_id):
+            return session
+        assert time.monotonic() < end, "device did not reconnect"
+        time.sleep(0.02)
+
+
+def test_device_survives_hostile_packets_and_keeps_its_queue(hub, provision_device, live_device):
+    dev = provision_device("dev-hostile", hub, timeout=2, reconnect_min_ms=50, reconnect_max_ms=400)
+    device = live_device(dev.image_path, HOSTILE_APP)
+    device.expect("READY")
+    session = None
+    for name, data, close, error, words in BROKEN_STREAM:
+        session = live_session(hub, "dev-hostile", not_this=session)
+        hub._call(session.send(data), 10)
+        if close:
+            session.stream.close()
+        line = device.expect("LINK lost", timeout=15)
+        assert line.startswith("LINK lost %s " % error) and words in line, (name, line)
+        device.expect("LINK connected", timeout=15)  # reconnected, subscribed, twin fetched
+    session = live_session(hub, "dev-hostile", not_this=session)
+    for name, data, expected in BAD_MESSAGE:
+        hub._call(session.send(data), 10)
+        assert device.expect("POLL-ERROR", timeout=10) == expected, name
+    # A method payload that is not JSON reaches the handler as bytes; the device answers.
+    result = hub.invoke_method("dev-hostile", "echo", None, timeout=10)
+    assert result.status == 200
+    time.sleep(0.3)
+    hub.invoke_method("dev-hostile", "stop", None, timeout=10)
+    done = device.expect("DONE", timeout=30)
+    sent, dropped = map(int, done.split()[1:])
+    assert dropped == 0
+    stored = {m.system_properties["$.mid"] for m in hub.telemetry("dev-hostile")}
+    assert stored == {"h%d" % i for i in range(sent)}, "lost: %s" % ({"h%d" % i for i in range(sent)} - stored)
+    # The bad-message cases did not cost the link: one connection per broken-stream case, plus the first.
+    assert len(hub.connections("dev-hostile")) == len(BROKEN_STREAM) + 1
+
+
+def tls_client(hub, ident=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(hub.identity.root_path("rsa"))
+    ctx.check_hostname = False
+    if ident is not None:
+        ctx.load_cert_chain(*ident)
+    sock = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+    return ctx.wrap_socket(sock, server_hostname=hub.hub_host)
+
+
+def connect_packet(device_id, hub_host):
+    body = (mqttwire.string("MQTT") + bytes([4, 0x80 | 0x02, 0, 60]) + mqttwire.string(device_id)
+            + mqttwire.string("%s/%s/?api-version=2021-04-12" % (hub_host, device_id)))
+    return mqttwire.encode(mqttwire.CONNECT, 0, body)
+
+
+@pytest.mark.parametrize("garbage,after_login,reason", [
+    (b"\x10\xff\xff\xff\xff\x7f", False, "remaining length longer than 4 bytes"),
+    (b"\x30\x03\x00\x01a", False, "first packet is not CONNECT"),
+    (mqttwire.encode(mqttwire.CONNECT, 0, b"\x00\x04MQTX\x04\x02\x00\x3c\x00\x01a"), False,
+     "protocol name 'MQTX' is not MQTT"),
+    (b"\xf0\x00", True, "unexpected MQTT packet type 15"),
+    (b"\x30\x03\x00\x09a", True, "truncated string field"),
+    (b"\x82\x02\x00\x01", True, "SUBSCRIBE without topics"),
+    (b"\x40\x05\x00\x01\x00\x00\x00", True, "PUBACK of 5 bytes"),
+])
+def test_emulator_closes_a_garbage_connection_and_keeps_serving(hub, provision_device, run_device, tmp_path,
+                                                                garbage, after_login, reason):
+    dev = provision_device("dev-victim", hub)
+    (tmp_path / "c.pem").write_bytes(dev.identity.cert_pem)
+    (tmp_path / "k.pem").write_bytes(dev.identity.key_pem)
+    client = tls_client(hub, (str(tmp_path / "c.pem"), str(tmp_path / "k.pem")))
+    try:
+        if after_login:
+            client.sendall(connect_packet("dev-victim", hub.hub_host))
+            assert client.recv(4) == b"\x20\x02\x00\x00"
+        client.sendall(garbage)
+        assert client.recv(16) == b""  # closed by the emulator
+    finally:
+        client.close()
+    assert reason in hub.connections()[0].reason
+    # Others are still served.
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
+
+
+def test_emulator_survives_plain_bytes_where_tls_belongs(hub, provision_device, run_device):
+    dev = provision_device("dev-after-junk", hub)
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)))
+        raw.settimeout(10)
+        try:
+            while raw.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    assert hub.connections()[0].result == "tls-failed"
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"

@@ -153,7 +153,8 @@ class HubClient(CloudHandlers):
 
     def _live(self):
         if not self._connected():
-            raise ConnectionLost("not connected to the hub: call connect()")
+            raise ConnectionLost("not connected to the hub: " + (
+                "the link is down and poll() is reconnecting" if self._reconnect else "call connect()"))
         return self._session
 
     def _event(self, kind, detail):

@@ -36,6 +36,7 @@ log = logging.getLogger("aziot.hub")
 
 CONNACK_UNACCEPTABLE_VERSION = 1
 CONNACK_IDENTIFIER_REJECTED = 2
+CONNACK_SERVER_UNAVAILABLE = 3
 CONNACK_BAD_USERNAME = 4
 CONNACK_NOT_AUTHORIZED = 5
 
@@ -69,6 +70,7 @@ class ConnectionRecord:
     keepalive: int = None
     model_id: str = None
     auth: str = None  # x509 or sas
+    pings: int = 0  # PINGREQs answered
 
 
 @dataclass
@@ -178,6 +180,7 @@ class HubEmulator:
         self._server = None
         self._loop = None
         self._handlers = set()  # tasks serving a connection
+        self._throttled_until = 0.0
 
     # --- service API (safe to call from another thread) -------------------
 
@@ -228,6 +231,10 @@ class HubEmulator:
 
     def c2d_completed(self, device_id: str = None) -> list:
         return self.c2d.completed(device_id)
+
+    def throttle(self, seconds: float):
+        """Answer every CONNECT with CONNACK 3 (server unavailable) for a while, as a busy hub does."""
+        self._throttled_until = time.time() + seconds
 
     def connected(self, device_id: str, module_id: str = "") -> bool:
         return identity_key(device_id, module_id) in self._sessions
@@ -383,6 +390,8 @@ class HubEmulator:
         if connect.client_id != self._client_id(record):
             return await self._refuse(stream, record, CONNACK_IDENTIFIER_REJECTED,
                                       "client id %r does not match the user name" % connect.client_id)
+        if time.time() < self._throttled_until:
+            return await self._refuse(stream, record, CONNACK_SERVER_UNAVAILABLE, "throttled: the hub is busy")
         reason = self.registry.authenticate(login.device_id, chain, module_id=login.module_id,
                                             password=connect.password, hub_host=self.hub_host)
         if reason:
@@ -430,6 +439,7 @@ class HubEmulator:
             if packet.kind == mqttwire.PUBLISH:
                 await self._on_publish(session, mqttwire.parse_publish(packet.flags, packet.body))
             elif packet.kind == mqttwire.PINGREQ:
+                record.pings += 1
                 await session.send(mqttwire.encode(mqttwire.PINGRESP, 0))
             elif packet.kind == mqttwire.PUBACK:
                 self._on_puback(session, mqttwire.parse_puback(packet.body))

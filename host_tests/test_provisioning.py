@@ -1,5 +1,6 @@
 """Provisioning for the real hub: its roots, the image, the registration command."""
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -68,3 +69,23 @@ def test_cli_provisions_for_a_real_hub(tmp_path):
     key_pem = (tmp_path / "state" / "devices" / "field-007-key.pem")
     assert key_pem.stat().st_mode & 0o077 == 0
     assert key_pem.read_text().splitlines()[1] not in proc.stdout + proc.stderr
+
+
+def test_cli_provisions_a_sas_device_without_printing_its_key(tmp_path):
+    image = tmp_path / "sas.img"
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "provision", "--state", str(tmp_path / "state"),
+                           "--device-id", "sas-007", "--image", str(image), "--roots", "azure", "--auth", "sas",
+                           "--hub-host", "contoso-iot.azure-devices.net"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    files = flashimage.read_image(image.read_bytes())
+    config = json.loads(files["/azure-iot/config.json"])
+    assert config["auth"] == "sas" and "cert" not in config and "key" not in config
+    assert "/azure-iot/device.der" not in files
+    key = files["/azure-iot/sas.key"].decode()
+    assert len(base64.b64decode(key)) == 32
+    key_file = tmp_path / "state" / "devices" / "sas-007.sas-key"
+    assert key_file.read_text().strip() == key and key_file.stat().st_mode & 0o077 == 0
+    assert key not in proc.stdout + proc.stderr
+    assert ("az iot hub device-identity create --hub-name contoso-iot --device-id sas-007 "
+            "--auth-method shared_private_key --primary-key \"$(cat ") in proc.stdout

@@ -27,14 +27,14 @@ FAULTS = int(os.environ.get("AZIOT_SOAK_FAULTS", "20"))
 SOAK_APP = """
 import sys, time
 from aziot.hub import HubClient
-n = int(sys.argv[1])
+n, pace_ms = int(sys.argv[1]), int(sys.argv[2])
 hub = HubClient.from_flash()
 
 def on_link(event, detail):
     if event == "retry":
         detail = "%d %d" % detail
     elif event == "lost":
-        detail = type(detail).__name__
+        detail = "%s: %s" % (type(detail).__name__, detail)
     print("LINK", time.ticks_ms(), event, detail)
 
 hub.on_link = on_link
@@ -42,7 +42,9 @@ hub.connect()
 for i in range(n):
     hub.send_telemetry(b'{"i": %d}' % i, message_id="m%d" % i)
     hub.poll(0)
-    time.sleep_ms(3)  # paced, so that faults land all along the run
+    if i % 50 == 0:
+        print("SENT", i)
+    time.sleep_ms(pace_ms)  # paced, so that faults land all along the run
 deadline = time.ticks_add(time.ticks_ms(), 60000)
 while (len(hub.outbox) or not hub.connected) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
     hub.poll(50)
@@ -72,11 +74,13 @@ def test_soak_qos1_through_faults_and_hub_restarts(hub_state, provision_device, 
         with FaultProxy(hub_port) as proxy:
             dev = provision_device("soak-dev", address="127.0.0.1", port=proxy.port, tls_profile="ecc",
                                    keepalive=4, timeout=2, reconnect_min_ms=100, reconnect_max_ms=1600,
-                                   throttle_ms=500, queue_size=MESSAGES, queue_bytes=64 * MESSAGES)
-            device = live_device(dev.image_path, SOAK_APP, str(MESSAGES))
+                                   throttle_ms=500, queue_size=2000, queue_bytes=128 * 1024)
+            # About 1.5 s of sending per fault: time for each fault to bite and the link to recover.
+            pace_ms = max(3, FAULTS * 1500 // MESSAGES)
+            device = live_device(dev.image_path, SOAK_APP, str(MESSAGES), str(pace_ms), heap="4M")
             injected = []
-            deadline = time.monotonic() + 60 + MESSAGES * 0.05 + FAULTS * 6
-            while thresholds and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60 + MESSAGES * 0.05 + FAULTS * 8
+            while thresholds and time.monotonic() < deadline and device.running:
                 if len(read_mids(hub_state)) < thresholds[0]:
                     time.sleep(0.01)
                     continue
@@ -93,24 +97,32 @@ def test_soak_qos1_through_faults_and_hub_restarts(hub_state, provision_device, 
                     getattr(proxy, kind)()
                 injected.append(kind)
                 thresholds.pop(0)
+                # One fault at a time: wait until the hub has caught up with what the device had sent,
+                # so that faults land on a link carrying fresh messages, not only on the backlog.
+                time.sleep(0.1)  # let the fault bite before looking for recovery
                 seen = len(read_mids(hub_state))
-                while len(read_mids(hub_state)) <= seen and time.monotonic() < deadline:
-                    time.sleep(0.02)  # one fault at a time: wait until messages flow again
+                sent = max([int(l.split()[1]) for l in list(device.lines) if l.startswith("SENT ")] or [0])
+                while ((len(read_mids(hub_state)) <= seen + 5 or len(set(read_mids(hub_state))) <= sent)
+                       and time.monotonic() < deadline and device.running):
+                    time.sleep(0.02)
             done = device.expect("DONE", timeout=max(deadline - time.monotonic(), 30))
             accepts = list(proxy.accepts)
+            closes = list(proxy.closes)
     finally:
         hub_ctx.__exit__(None, None, None)
 
     mids = read_mids(hub_state)
     missing = set("m%d" % i for i in range(MESSAGES)) - set(mids)
     duplicates = len(mids) - len(set(mids))
-    assert len(injected) >= FAULTS, injected
+    assert len(injected) >= FAULTS, "%d faults injected before the device finished: %s\nproxy closes: %s" % (
+        len(injected), injected, closes[-10:])
     assert not missing, "missing %d ids, e.g. %s" % (len(missing), sorted(missing)[:5])
     assert done.startswith("DONE queued 0 dropped 0 "), done
 
     # The reconnect schedule: each attempt comes no earlier than its retry said, and no
     # retry waits longer than its ceiling (which never exceeds cap + throttle floor).
     events = [l.split(" ", 3) for l in device.lines if l.startswith("LINK ")]
+    events = [e + [""] * (4 - len(e)) for e in events]
     pending, retries, outages, lost_at = None, [], [], None
     for _, ticks, event, detail in events:
         ticks = int(ticks)

@@ -266,7 +266,7 @@ class HubClient(CloudHandlers):
         if not self._connected():
             if not self._reconnect:
                 raise ConnectionLost("not connected to the hub: call connect()")
-            if not self._try_reconnect():
+            if not self._try_reconnect() or not self._connected():  # (sending the queue may have broken it)
                 wait = time.ticks_diff(self._next_attempt, time.ticks_ms())
                 if 0 < timeout_ms and 0 < wait:
                     time.sleep_ms(min(wait, timeout_ms))

@@ -17,6 +17,10 @@ class DeviceRun:
     stderr: str
 
     @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
     def output(self) -> str:
         return self.stdout + self.stderr
 
@@ -88,6 +92,10 @@ class LiveDevice:
                 raise AssertionError("device never printed %r; output:\n%s" % (prefix, self.output))
             if line is not None and line.startswith(prefix):
                 return line
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
 
     @property
     def output(self) -> str:

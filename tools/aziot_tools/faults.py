@@ -26,6 +26,7 @@ class _Link:
         self.down = (down_reader, down_writer)  # the device's side
         self.up = (up_reader, up_writer)  # the hub's side
         self.truncate = False
+        self.closed = False
 
     def writers(self):
         return self.down[1], self.up[1]
@@ -38,6 +39,7 @@ class FaultProxy:
         self.port = None
         self.accepts = []  # (monotonic time, refused?)
         self.faults = []  # (monotonic time, kind)
+        self.closes = []  # (monotonic time, why the proxy ended a link)
         self._links = set()
         self._tasks = set()
         self._stall_until = 0.0
@@ -152,6 +154,8 @@ class FaultProxy:
             w.close()
 
     async def _pump(self, link, reader, writer, from_hub):
+        side = "hub" if from_hub else "device"
+        why = "end of stream from the " + side
         try:
             while True:
                 data = await reader.read(4096)
@@ -160,10 +164,12 @@ class FaultProxy:
                 while time.monotonic() < self._stall_until:  # black hole: hold it, close nothing
                     await asyncio.sleep(0.05)
                 if link not in self._links:
+                    why = "dropped by a fault"
                     break
                 if from_hub and link.truncate:
                     writer.write(data[:max(1, len(data) // 2)])  # part of a TLS record, then gone
                     await writer.drain()
+                    why = "truncated"
                     break
                 while time.monotonic() < self._slow_until and data:
                     piece, data = data[:max(1, self._slow_rate // 20)], data[max(1, self._slow_rate // 20):]
@@ -173,8 +179,11 @@ class FaultProxy:
                 if data:
                     writer.write(data)
                     await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError) as e:
+            why = "%s from the %s" % (type(e).__name__, side)
         finally:
+            if not link.closed:
+                link.closed = True
+                self.closes.append((time.monotonic(), why))
             for w in link.writers():
                 w.close()

@@ -35,6 +35,7 @@ _SCHEMA = {
     "reconnect_min_ms": (int, 1000),  # backoff: first ceiling ...
     "reconnect_max_ms": (int, 100000),  # ... and cap
     "throttle_ms": (int, 30000),  # extra wait when the hub says it is busy (CONNACK 3)
+    "max_fragment_length": (int, -1),  # TLS MFL: -1 the firmware's default, 0 off, 512..4096
 }
 
 AUTH_METHODS = ("x509", "sas")
@@ -97,6 +98,9 @@ class Config:
         if not 0 < self.reconnect_min_ms <= self.reconnect_max_ms or self.throttle_ms < 0:
             raise ConfigError("%s: need 0 < 'reconnect_min_ms' <= 'reconnect_max_ms' and 'throttle_ms' >= 0"
                               % source)
+        if self.max_fragment_length not in (-1, 0, 512, 1024, 2048, 4096):
+            raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
+                              "or -1 (the firmware's default)" % source)
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

@@ -7,7 +7,10 @@ class AziotError(Exception):
 
 # MicroPython uses Linux errno numbers on every port; -2 is getaddrinfo's EAI_NONAME.
 _ERRNO_NAMES = {104: "connection reset", 110: "timed out", 111: "connection refused",
-                113: "no route to host", 107: "not connected", -2: "host name not found"}
+                113: "no route to host", 107: "not connected", -2: "host name not found",
+                # MBEDTLS_ERR_SSL_BAD_INPUT_DATA on a read: a record larger than the receive buffer
+                -28928: "a TLS record larger than this firmware's receive buffer arrived "
+                        "(enable max_fragment_length, or build with a larger MBEDTLS_SSL_IN_CONTENT_LEN)"}
 
 
 def oserror_text(err):

@@ -50,6 +50,7 @@ class HubClient(CloudHandlers):
         self.tls_profile = None  # the profile of the live connection
         self.tls_cipher = None  # its negotiated suite and version, as mbedTLS names them
         self.tls_version = None
+        self.tls_max_fragment_length = 0  # asked for in the last ClientHello (0: not sent)
         self._next_message_id = 1
         self._init_handlers()
         self.outbox = Outbox(config.queue_size, config.queue_bytes, config.queue_policy,
@@ -116,6 +117,7 @@ class HubClient(CloudHandlers):
         if self._session is not None:  # one connection per identity: the hub would drop one anyway
             self._session.close()
             self._session = None
+        self.tls_max_fragment_length = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_der)
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = _PROFILE_ORDER[cfg.tls_profile]
         for i, profile in enumerate(profiles):

@@ -13,7 +13,15 @@ A ClientHello offering both kinds gets the RSA certificate (hub rule), so
 import tls
 
 from .certs import read_der
-from .errors import CertificateError, TlsError, oserror_text
+from .errors import CertificateError, ConfigError, TlsError, oserror_text
+
+try:
+    import aziot_tls  # the aziot firmware's MFL hook (firmware/aziot_tls); stock MicroPython has none
+except ImportError:
+    aziot_tls = None
+
+MFL_SIZES = (512, 1024, 2048, 4096)
+_said = []  # the missing-hook notice is printed once per boot
 
 ECC_SUITES = (
     "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
@@ -73,6 +81,39 @@ def make_context(profile, root_paths, cert_der, key_der, cert_path="", key_path=
         except (ValueError, OSError) as e:
             raise TlsError("this firmware lacks the %r cipher suites (%s)" % (profile, _text(e)))
     return ctx
+
+
+def set_max_fragment_length(length, cert_der=None):
+    """Ask for RFC 6066 Maximum Fragment Length in the next SSLContext; returns the length in effect.
+
+    length: -1 keeps the firmware's board default, 0 turns it off, else
+    512/1024/2048/4096. The device's own Certificate message is never
+    fragmented (the hub aborts a handshake whose client chain exceeds the
+    length), so a certificate that does not fit is refused here, before
+    dialing.
+    """
+    if aziot_tls is None:
+        if length > 0 and not _said:
+            _said.append(True)
+            print("aziot: max_fragment_length %d needs the aziot firmware (aziot_tls module); this firmware "
+                  "lacks it, so TLS records from the hub can be up to 16 KB" % length)
+        return 0
+    if length >= 0:
+        aziot_tls.set_max_fragment_length(length)
+    length = aziot_tls.max_fragment_length()
+    if length and cert_der is not None:
+        needed = len(cert_der) + 10  # handshake header 4 + chain length 3 + certificate length 3
+        if needed > length:
+            bigger = [m for m in MFL_SIZES if m >= needed]
+            raise ConfigError("device certificate needs a %d-byte Certificate message, larger than "
+                              "max_fragment_length %d: the hub would abort the handshake; use %s"
+                              % (needed, length, "max_fragment_length %d" % bigger[0] if bigger else
+                                 "a smaller certificate chain"))
+        out_len = aziot_tls.buffer_sizes()[1]
+        if needed > out_len:
+            raise ConfigError("device certificate needs a %d-byte Certificate message; this firmware's "
+                              "TLS send buffer holds %d" % (needed, out_len))
+    return length
 
 
 def handshake(sock, ctx, server_hostname, where):

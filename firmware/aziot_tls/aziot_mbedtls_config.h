@@ -1,0 +1,86 @@
+// mbedTLS configuration for aziot firmware: the port's own configuration,
+// then TLS Maximum Fragment Length (RFC 6066) and record buffers sized for
+// IoT Hub instead of for 16 KB records.
+//
+// Selected through the port's MBEDTLS_CONFIG_FILE hook (make variable for
+// the unix port, CMake variable for rp2), so every compile unit -- mbedTLS
+// itself, extmod/modtls_mbedtls.c and the aziot_tls module -- sees the same
+// configuration: MBEDTLS_SSL_MAX_FRAGMENT_LENGTH changes the layout of
+// mbedtls_ssl_config.
+//
+// Build-time knobs (-D or the board folder):
+//   AZIOT_PORT_MBEDTLS_CONFIG  the port's own header (default "mbedtls/mbedtls_config_port.h")
+//   AZIOT_TLS_IN_LEN           receive buffer: must hold the hub's whole Certificate
+//                              handshake message (mbedTLS reassembles it there), so
+//                              it depends on the server chain, not only on MFL
+//   AZIOT_TLS_OUT_LEN          send buffer: must hold the device's Certificate message
+//   AZIOT_TLS_ECC_ONLY         1: compile only what the ECDHE-ECDSA suites need
+//                              (no RSA key exchange; RSA signatures stay for roots)
+//   AZIOT_TLS_COUNT_ALLOC      1: count mbedTLS heap use (aziot_tls.heap())
+#ifndef AZIOT_MBEDTLS_CONFIG_H
+#define AZIOT_MBEDTLS_CONFIG_H
+
+#ifndef AZIOT_PORT_MBEDTLS_CONFIG
+#define AZIOT_PORT_MBEDTLS_CONFIG "mbedtls/mbedtls_config_port.h"
+#endif
+#include AZIOT_PORT_MBEDTLS_CONFIG
+
+// mbedTLS before 3.6.4 cannot reassemble a handshake message split across
+// records, so a hub Certificate message larger than the fragment length
+// (every real chain, at MFL 512..2048) ends the handshake.
+#if defined(MBEDTLS_VERSION_NUMBER) && MBEDTLS_VERSION_NUMBER < 0x03060400
+#error "aziot firmware needs mbedTLS >= 3.6.4 (MicroPython >= v1.29, or lib/mbedtls at 3.6.4+): older mbedTLS cannot reassemble a handshake message split by Maximum Fragment Length"
+#endif
+
+#define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH
+
+#ifndef AZIOT_TLS_IN_LEN
+#define AZIOT_TLS_IN_LEN (4096)
+#endif
+#ifndef AZIOT_TLS_OUT_LEN
+#define AZIOT_TLS_OUT_LEN (2048)
+#endif
+#undef MBEDTLS_SSL_MAX_CONTENT_LEN
+#undef MBEDTLS_SSL_IN_CONTENT_LEN
+#undef MBEDTLS_SSL_OUT_CONTENT_LEN
+#define MBEDTLS_SSL_IN_CONTENT_LEN  (AZIOT_TLS_IN_LEN)
+#define MBEDTLS_SSL_OUT_CONTENT_LEN (AZIOT_TLS_OUT_LEN)
+
+#if AZIOT_TLS_ECC_ONLY
+// The hub's ECC profile: ECDHE-ECDSA with AES-GCM/CBC. RSA stays for verifying
+// RSA-signed roots and intermediates (DigiCert G2 and Microsoft RSA 2017 sign
+// some ECC chains' cross-certificates), but the RSA key exchanges go.
+#undef MBEDTLS_KEY_EXCHANGE_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECDHE_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECDH_RSA_ENABLED
+#undef MBEDTLS_KEY_EXCHANGE_ECDH_ECDSA_ENABLED
+#define MBEDTLS_SSL_CIPHERSUITES \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, \
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384
+#endif
+
+#ifndef AZIOT_TLS_COUNT_ALLOC
+#define AZIOT_TLS_COUNT_ALLOC (1)
+#endif
+#if AZIOT_TLS_COUNT_ALLOC
+// Every mbedTLS allocation goes through a counter that then calls what the
+// port used before (libc on unix, the GC-tracked heap on bare-metal ports).
+#include <stddef.h>
+void *aziot_tls_calloc(size_t nmemb, size_t size);
+void aziot_tls_free(void *ptr);
+#ifdef MBEDTLS_PLATFORM_STD_CALLOC
+#define AZIOT_TLS_UNDERLYING_CALLOC MBEDTLS_PLATFORM_STD_CALLOC
+#define AZIOT_TLS_UNDERLYING_FREE MBEDTLS_PLATFORM_STD_FREE
+#undef MBEDTLS_PLATFORM_STD_CALLOC
+#undef MBEDTLS_PLATFORM_STD_FREE
+#endif
+#define MBEDTLS_PLATFORM_C
+#define MBEDTLS_PLATFORM_MEMORY
+#define MBEDTLS_PLATFORM_STD_CALLOC aziot_tls_calloc
+#define MBEDTLS_PLATFORM_STD_FREE aziot_tls_free
+#endif
+
+#endif // AZIOT_MBEDTLS_CONFIG_H

@@ -1,0 +1,19 @@
+# aziot_tls as a MicroPython user C module, for CMake-based ports (rp2, esp32).
+# The board folders in boards/ include this through USER_C_MODULES and set:
+#   AZIOT_TLS_IN_LEN, AZIOT_TLS_OUT_LEN, AZIOT_TLS_ECC_ONLY, AZIOT_TLS_DEFAULT_MFL
+add_library(usermod_aziot_tls INTERFACE)
+
+target_sources(usermod_aziot_tls INTERFACE ${CMAKE_CURRENT_LIST_DIR}/modaziot_tls.c)
+
+# INTERFACE: the definitions and include path reach every source of the
+# firmware target, mbedTLS's included (rp2 compiles it into the firmware).
+target_include_directories(usermod_aziot_tls INTERFACE ${CMAKE_CURRENT_LIST_DIR})
+target_compile_definitions(usermod_aziot_tls INTERFACE
+    AZIOT_TLS_IN_LEN=${AZIOT_TLS_IN_LEN}
+    AZIOT_TLS_OUT_LEN=${AZIOT_TLS_OUT_LEN}
+    AZIOT_TLS_ECC_ONLY=${AZIOT_TLS_ECC_ONLY}
+    AZIOT_TLS_DEFAULT_MFL=${AZIOT_TLS_DEFAULT_MFL}
+)
+target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults)
+
+target_link_libraries(usermod INTERFACE usermod_aziot_tls)

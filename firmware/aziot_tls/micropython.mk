@@ -1,0 +1,20 @@
+# aziot_tls as a MicroPython user C module, for make-based ports (unix):
+#   make USER_C_MODULES=<repo>/firmware MBEDTLS_CONFIG_FILE='"aziot_mbedtls_config.h"'
+# The Makefile's `unix-mfl` target passes all of this.
+AZIOT_TLS_DIR := $(USERMOD_DIR)
+
+AZIOT_TLS_IN_LEN ?= 4096
+AZIOT_TLS_OUT_LEN ?= 2048
+AZIOT_TLS_ECC_ONLY ?= 0
+AZIOT_TLS_DEFAULT_MFL ?= 0
+
+SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c
+
+# CFLAGS_USERMOD reach every compile unit (mbedTLS and modtls_mbedtls.c too),
+# which the config header needs: it changes mbedtls_ssl_config's layout.
+CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
+	-DAZIOT_TLS_IN_LEN=$(AZIOT_TLS_IN_LEN) -DAZIOT_TLS_OUT_LEN=$(AZIOT_TLS_OUT_LEN) \
+	-DAZIOT_TLS_ECC_ONLY=$(AZIOT_TLS_ECC_ONLY) -DAZIOT_TLS_DEFAULT_MFL=$(AZIOT_TLS_DEFAULT_MFL)
+
+# The hook: every mbedtls_ssl_config_defaults() call goes through aziot_tls first.
+LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults

@@ -5,16 +5,20 @@ VENV        ?= .venv
 HUB_PORT    ?= 8883
 HUB_STATE   ?= build/hub
 PYTEST_ARGS ?=
+MPY_DIR     ?=
+BOARD       ?= RPI_PICO_W
+PORT        ?=
 DEB_PACKAGES = mosquitto openssl
 
 BIN   = $(VENV)/bin
 STAMP = $(VENV)/.aziot-setup
 
-.PHONY: help setup demo test hub bench clean
+.PHONY: help setup demo test hub bench unix-mfl firmware flash clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: MICROPYTHON=/path/to/micropython (default: the venv's Unix port), HUB_PORT, HUB_STATE"
+	@echo "  variables: MICROPYTHON=/path/to/micropython (default: the venv's Unix port), HUB_PORT, HUB_STATE,"
+	@echo "             MPY_DIR=<MicroPython checkout>, BOARD=RPI_PICO_W|ESP32_GENERIC, PORT=<serial port or RPI-RP2 drive>"
 
 setup: $(STAMP) build/unix-lib/umqtt/simple.py  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
 	@for p in $(DEB_PACKAGES); do \
@@ -47,6 +51,15 @@ hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE)
 
 bench: setup  ## handshake time/bytes/heap, QoS 1 throughput (ECC vs RSA), method/twin round trips
 	$(BIN)/aziot bench
+
+unix-mfl: setup  ## Unix port with the MFL hook and small TLS buffers, from MPY_DIR
+	$(BIN)/aziot firmware unix-mfl --mpy-dir "$(MPY_DIR)"
+
+firmware: setup  ## board firmware with aziot frozen in (BOARD, MPY_DIR)
+	$(BIN)/aziot firmware build --board $(BOARD) --mpy-dir "$(MPY_DIR)"
+
+flash: setup  ## write the built firmware to a board (BOARD, PORT)
+	$(BIN)/aziot firmware flash --board $(BOARD) --port "$(PORT)"
 
 clean:  ## remove build outputs (keeps the venv)
 	rm -rf build

@@ -1,5 +1,4 @@
-# Frozen-module manifest for this project's firmware: the port's own modules,
-# umqtt.simple from micropython-lib, and the aziot library.
-# Used as FROZEN_MANIFEST by the board folders in boards/ (see README).
-include("$(PORT_DIR)/boards/manifest.py")
+# Frozen modules this project adds to a firmware: aziot and umqtt.simple (from
+# micropython-lib, through lib/manifest.py's require). A board's manifest
+# includes its upstream board manifest first, then this (see boards/*/manifest.py).
 include("../lib/manifest.py")

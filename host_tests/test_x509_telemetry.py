@@ -1,5 +1,7 @@
 """X.509 mutual-TLS telemetry, end to end: device (micropython) -> hub emulator."""
 
+import time
+
 import pytest
 
 from devicecode import CONNECT_AND_SEND, outcome
@@ -50,7 +52,11 @@ def test_ecc_with_fallback_reaches_an_rsa_only_hub(start_hub, provision_device, 
     run = run_device(dev.image_path, CONNECT_AND_SEND)
     assert outcome(run) == "DONE", run.output
     assert "CONNECTED rsa" in run.stdout
-    attempts = hub.connections()
+    for _ in range(100):  # the emulator handles the DISCONNECT on its own thread
+        attempts = hub.connections()
+        if attempts[-1].result != "connected":
+            break
+        time.sleep(0.05)
     # First handshake offers ECDSA suites only and is refused, the second is RSA.
     assert [a.result for a in attempts] == ["tls-failed", "closed"]
     assert attempts[0].reason == "no shared cipher"

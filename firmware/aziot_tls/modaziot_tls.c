@@ -29,7 +29,7 @@
 #include "mbedtls/ssl.h"
 #include "mbedtls/version.h"
 
-#ifndef AZIOT_MBEDTLS_CONFIG_H
+#if !defined(AZIOT_MBEDTLS_CONFIG_H) && !defined(NO_QSTR)  // (the qstr scan sees no mbedTLS config)
 #error "aziot_tls needs the aziot mbedTLS config: build with MBEDTLS_CONFIG_FILE set to aziot_mbedtls_config.h"
 #endif
 
@@ -147,23 +147,29 @@ static mp_obj_t aziot_tls_buffer_sizes(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_buffer_sizes_obj, aziot_tls_buffer_sizes);
 
-#if AZIOT_TLS_COUNT_ALLOC
+// (bytes now, peak bytes, blocks now), or None when built without the counter.
+// Always present: the qstr scan does not see the mbedTLS config.
 static mp_obj_t aziot_tls_heap(void) {
+    #if AZIOT_TLS_COUNT_ALLOC
     mp_obj_t stats[3] = {
         mp_obj_new_int_from_uint(heap_now),
         mp_obj_new_int_from_uint(heap_peak),
         mp_obj_new_int_from_uint(heap_blocks),
     };
     return mp_obj_new_tuple(3, stats);
+    #else
+    return mp_const_none;
+    #endif
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_heap_obj, aziot_tls_heap);
 
 static mp_obj_t aziot_tls_reset_peak(void) {
+    #if AZIOT_TLS_COUNT_ALLOC
     heap_peak = heap_now;
+    #endif
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_reset_peak_obj, aziot_tls_reset_peak);
-#endif
 
 static MP_DEFINE_STR_OBJ(aziot_tls_mbedtls_version_obj, MBEDTLS_VERSION_STRING);
 
@@ -173,10 +179,8 @@ static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_max_fragment_length), MP_ROM_PTR(&aziot_tls_max_fragment_length_obj) },
     { MP_ROM_QSTR(MP_QSTR_buffer_sizes), MP_ROM_PTR(&aziot_tls_buffer_sizes_obj) },
     { MP_ROM_QSTR(MP_QSTR_MBEDTLS_VERSION), MP_ROM_PTR(&aziot_tls_mbedtls_version_obj) },
-    #if AZIOT_TLS_COUNT_ALLOC
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&aziot_tls_heap_obj) },
     { MP_ROM_QSTR(MP_QSTR_reset_peak), MP_ROM_PTR(&aziot_tls_reset_peak_obj) },
-    #endif
 };
 static MP_DEFINE_CONST_DICT(aziot_tls_globals, aziot_tls_globals_table);
 

@@ -208,6 +208,18 @@ def cmd_bench(args):
     return bench.main(args)
 
 
+def cmd_firmware(args):
+    from . import firmware
+
+    if args.action == "unix-mfl":
+        firmware.build_unix_mfl(args.mpy_dir, args.jobs)
+    elif args.action == "build":
+        firmware.build_board(args.board, args.mpy_dir, args.jobs)
+    else:
+        firmware.flash(args.board, args.port or None)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="aziot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +313,19 @@ def build_parser():
     p.add_argument("--messages", type=int, default=3)
     p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa"))
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("firmware", help="build firmware against a MicroPython checkout, or flash it",
+                       description="unix-mfl: the Unix port with the aziot_tls hook, once per variant in "
+                                   "boards/unix/aziot_tls.json, into build/unix-mfl/. build: the firmware of a "
+                                   "board folder in boards/. flash: write it with esptool (ESP32), by copying "
+                                   "the UF2 to the RPI-RP2 drive, or with picotool (Pico W).")
+    p.add_argument("action", choices=("unix-mfl", "build", "flash"))
+    p.add_argument("--mpy-dir", default=os.environ.get("MPY_DIR", ""),
+                   help="MicroPython checkout with the submodules its port needs (default: $MPY_DIR)")
+    p.add_argument("--board", default="RPI_PICO_W", choices=("RPI_PICO_W", "ESP32_GENERIC"))
+    p.add_argument("--port", help="flash: the serial port (ESP32), or the RPI-RP2 drive's folder (Pico W)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: %(default)s)")
+    p.set_defaults(func=cmd_firmware)
 
     p = sub.add_parser("bench", help="handshake cost and throughput (ECC vs RSA), method and twin round trips",
                        description="Measure connect time, TLS handshake bytes, heap per connection "

@@ -1,0 +1,155 @@
+"""Firmware builds against a MicroPython checkout that lives outside this repo (MPY_DIR).
+
+Nothing of MicroPython, mbedTLS, pico-sdk or ESP-IDF is in this repo: the
+board folders in boards/ are used as the ports' BOARD_DIR, and firmware/
+adds the aziot_tls user C module and the mbedTLS configuration.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from . import paths
+
+BOARDS = {
+    "RPI_PICO_W": {"port": "rp2", "image": "firmware.uf2"},
+    "ESP32_GENERIC": {"port": "esp32", "image": "firmware.bin"},
+}
+MIN_MBEDTLS = (3, 6, 4)  # reassembles handshake messages split across records (MFL)
+UNIX_MFL_DIR = os.path.join(paths.BUILD, "unix-mfl")
+
+
+class BuildError(SystemExit):
+    pass
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def micropython_version(mpy_dir: str) -> str:
+    text = _read(os.path.join(mpy_dir, "py", "mpconfig.h"))
+    parts = [re.search(r"#define MICROPY_VERSION_%s \(?(\d+)\)?" % p, text).group(1)
+             for p in ("MAJOR", "MINOR", "MICRO")]
+    prerelease = re.search(r"#define MICROPY_VERSION_PRERELEASE \(?(\d+)", text)
+    return ".".join(parts) + ("-preview" if prerelease and prerelease.group(1) != "0" else "")
+
+
+def mbedtls_version(mpy_dir: str):
+    path = os.path.join(mpy_dir, "lib", "mbedtls", "include", "mbedtls", "build_info.h")
+    if not os.path.exists(path):
+        raise BuildError("%s has no lib/mbedtls: bring the submodules the port needs (see README: Firmware)"
+                         % mpy_dir)
+    found = re.search(r'#define MBEDTLS_VERSION_STRING\s+"(\d+)\.(\d+)\.(\d+)"', _read(path))
+    return tuple(int(x) for x in found.groups())
+
+
+def check_checkout(mpy_dir: str, port: str):
+    """Refuse, naming what is missing, a checkout this firmware cannot build from."""
+    if not mpy_dir:
+        raise BuildError("set MPY_DIR to a MicroPython checkout with its submodules (see README: Firmware)")
+    for sub in ("py", os.path.join("ports", port), os.path.join("lib", "micropython-lib", "micropython")):
+        if not os.path.isdir(os.path.join(mpy_dir, sub)):
+            raise BuildError("%s is not a MicroPython checkout with submodules: %s is missing" % (mpy_dir, sub))
+    version = mbedtls_version(mpy_dir)
+    if version < MIN_MBEDTLS:
+        raise BuildError("%s carries mbedTLS %s; aziot needs %s or newer (MicroPython v1.29, or lib/mbedtls "
+                         "at 3.6.4+): older mbedTLS cannot reassemble a handshake message split by Maximum "
+                         "Fragment Length" % (mpy_dir, ".".join(map(str, version)), ".".join(map(str, MIN_MBEDTLS))))
+
+
+def _make(args, log):
+    print("+ make " + " ".join(args), flush=True)
+    with open(log, "w") as out:
+        proc = subprocess.run(["make"] + args, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        raise BuildError("make failed (log: %s):\n%s" % (os.path.relpath(log), tail))
+
+
+def unix_variants() -> list:
+    with open(os.path.join(paths.ROOT, "boards", "unix", "aziot_tls.json")) as f:
+        return json.load(f)["variants"]
+
+
+def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
+    """The Unix port with aziot_tls, once per variant in boards/unix/aziot_tls.json; returns the binaries."""
+    mpy_dir = os.path.abspath(mpy_dir or "")
+    check_checkout(mpy_dir, "unix")
+    os.makedirs(UNIX_MFL_DIR, exist_ok=True)
+    _make(["-C", os.path.join(mpy_dir, "mpy-cross"), "-j%d" % jobs], os.path.join(UNIX_MFL_DIR, "mpy-cross.log"))
+    built = []
+    for v in unix_variants():
+        obj = os.path.join(UNIX_MFL_DIR, "obj-" + v["name"])
+        _make(["-C", os.path.join(mpy_dir, "ports", "unix"), "-j%d" % jobs, "BUILD=" + obj,
+               "USER_C_MODULES=" + os.path.join(paths.ROOT, "firmware"),
+               # Quotes escaped for the shell the port's make runs the compiler through.
+               'MBEDTLS_CONFIG_FILE=\\"aziot_mbedtls_config.h\\"', "MICROPY_PY_BTREE=0",
+               "AZIOT_TLS_IN_LEN=%d" % v["in"], "AZIOT_TLS_OUT_LEN=%d" % v["out"],
+               "AZIOT_TLS_DEFAULT_MFL=%d" % v["mfl"], "AZIOT_TLS_ECC_ONLY=%d" % v["ecc_only"]],
+              os.path.join(UNIX_MFL_DIR, v["name"] + ".log"))
+        target = os.path.join(UNIX_MFL_DIR, v["name"])
+        shutil.copy2(os.path.join(obj, "micropython"), target)
+        built.append(target)
+        print("built %s (IN %d, OUT %d, default MFL %d%s) from MicroPython %s" % (
+            os.path.relpath(target, paths.ROOT), v["in"], v["out"], v["mfl"],
+            ", ECDHE-ECDSA only" if v["ecc_only"] else "", micropython_version(mpy_dir)))
+    return built
+
+
+def unix_mfl_binary(name: str = "micropython"):
+    """A built unix-mfl binary, or None: tests skip without it."""
+    path = os.environ.get("AZIOT_MFL_DIR", UNIX_MFL_DIR)
+    binary = os.path.join(path, name)
+    return binary if os.access(binary, os.X_OK) else None
+
+
+def build_board(board: str, mpy_dir: str, jobs: int = 2) -> str:
+    """The firmware image for a board folder in boards/; returns its path."""
+    if board not in BOARDS:
+        raise BuildError("BOARD must be one of %s, not %r" % (", ".join(BOARDS), board))
+    port = BOARDS[board]["port"]
+    mpy_dir = os.path.abspath(mpy_dir or "")
+    check_checkout(mpy_dir, port)
+    out = os.path.join(paths.BUILD, "firmware", board)
+    os.makedirs(out, exist_ok=True)
+    if port == "esp32" and not os.environ.get("IDF_PATH"):
+        raise BuildError("ESP32 firmware needs ESP-IDF: source its export.sh so that IDF_PATH is set")
+    _make(["-C", os.path.join(mpy_dir, "mpy-cross"), "-j%d" % jobs], os.path.join(out, "mpy-cross.log"))
+    build = os.path.join(out, "build")
+    _make(["-C", os.path.join(mpy_dir, "ports", port), "-j%d" % jobs,
+           "BOARD_DIR=" + os.path.join(paths.ROOT, "boards", board), "BUILD=" + build],
+          os.path.join(out, "build.log"))
+    image = os.path.join(build, BOARDS[board]["image"])
+    print("built %s for %s from MicroPython %s (mbedTLS %s)" % (
+        os.path.relpath(image, paths.ROOT), board, micropython_version(mpy_dir),
+        ".".join(map(str, mbedtls_version(mpy_dir)))))
+    return image
+
+
+def flash(board: str, port: str = None, image: str = None):
+    """Write a built image: esptool for ESP32, a UF2 copy (or picotool) for Pico W."""
+    if board not in BOARDS:
+        raise BuildError("BOARD must be one of %s, not %r" % (", ".join(BOARDS), board))
+    image = image or os.path.join(paths.BUILD, "firmware", board, "build", BOARDS[board]["image"])
+    if not os.path.exists(image):
+        raise BuildError("no firmware image at %s: run `make firmware BOARD=%s MPY_DIR=...` first"
+                         % (os.path.relpath(image, paths.ROOT), board))
+    if board == "ESP32_GENERIC":
+        if not port:
+            raise BuildError("PORT must name the board's serial port, e.g. PORT=/dev/ttyUSB0")
+        cmd = ["esptool.py", "--chip", "esp32", "--port", port, "--baud", "460800", "write_flash", "-z",
+               "0x1000", image]
+    elif port and os.path.isdir(port):  # the RPI-RP2 drive of a Pico held in BOOTSEL
+        shutil.copy(image, os.path.join(port, os.path.basename(image)))
+        print("copied %s to %s; the board reboots into it" % (image, port))
+        return
+    else:
+        cmd = ["picotool", "load", "-x", image, "-f"]
+    print("+ " + " ".join(cmd))
+    if subprocess.run(cmd).returncode:
+        raise BuildError("flashing failed")

@@ -91,3 +91,15 @@ try:
 except Exception as e:
     print("ERROR", type(e).__name__, e)
 """
+
+
+def eventually(probe, timeout: float = 5.0):
+    """probe()'s first truthy value within timeout: the emulator records on its own thread."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(0.02)

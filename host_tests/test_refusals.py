@@ -8,7 +8,7 @@ import pytest
 from aziot_tools import flashimage, pki
 from aziot_tools.hub.registry import Registry
 
-from devicecode import CONNECT_AND_SEND, outcome
+from devicecode import CONNECT_AND_SEND, eventually, outcome
 
 
 def rewrite_image(dev, changes: dict, config: dict = None):
@@ -155,7 +155,7 @@ def test_rsa_only_device_is_refused_by_an_ecc_only_hub(start_hub, provision_devi
     assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net")
     assert "MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE (-0x7780)" in out
     assert "shares no cipher suite" in out
-    assert hub.connections()[0].reason == "no shared cipher"
+    assert eventually(lambda: hub.connections()[0].reason) == "no shared cipher"
 
 
 def test_missing_key_file(hub, provision_device, run_device):

@@ -33,6 +33,10 @@
 #endif
 
 #define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH
+// After the handshake, shrink the record buffers to the negotiated fragment
+// length: the handshake still needs IN for the hub's Certificate message,
+// the rest of the connection only MFL-sized records.
+#define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH
 
 #ifndef AZIOT_TLS_IN_LEN
 #define AZIOT_TLS_IN_LEN (4096)
@@ -60,6 +64,24 @@
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, \
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, \
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384
+// The hub's ECC chain uses P-256 (leaf, ECDHE) and P-384 (CAs, DigiCert G3):
+// the other curves go, and smaller point-multiplication tables trade some
+// handshake time for heap.
+#undef MBEDTLS_ECP_DP_SECP192R1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP224R1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP521R1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP192K1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP224K1_ENABLED
+#undef MBEDTLS_ECP_DP_SECP256K1_ENABLED
+#undef MBEDTLS_ECP_DP_BP256R1_ENABLED
+#undef MBEDTLS_ECP_DP_BP384R1_ENABLED
+#undef MBEDTLS_ECP_DP_BP512R1_ENABLED
+#undef MBEDTLS_ECP_DP_CURVE25519_ENABLED
+#undef MBEDTLS_ECP_DP_CURVE448_ENABLED
+#undef MBEDTLS_ECP_WINDOW_SIZE
+#define MBEDTLS_ECP_WINDOW_SIZE 2
+#undef MBEDTLS_ECP_FIXED_POINT_OPTIM
+#define MBEDTLS_ECP_FIXED_POINT_OPTIM 0
 #endif
 
 #ifndef AZIOT_TLS_COUNT_ALLOC

@@ -128,6 +128,12 @@ static mp_obj_t aziot_tls_set_max_fragment_length(mp_obj_t bytes_in) {
     if (bytes != 0 && mfl_code(bytes) == MBEDTLS_SSL_MAX_FRAG_LEN_NONE) {
         mp_raise_ValueError(MP_ERROR_TEXT("max fragment length must be 512, 1024, 2048, 4096 or 0 (off)"));
     }
+    // mbedTLS advertises at most the smaller of its two record buffers.
+    if (bytes > MBEDTLS_SSL_IN_CONTENT_LEN || bytes > MBEDTLS_SSL_OUT_CONTENT_LEN) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("max fragment length %d exceeds this firmware's TLS buffers (in %d, out %d)"),
+            (int)bytes, MBEDTLS_SSL_IN_CONTENT_LEN, MBEDTLS_SSL_OUT_CONTENT_LEN);
+    }
     aziot_mfl_bytes = bytes;
     return mp_const_none;
 }

@@ -99,7 +99,10 @@ def set_max_fragment_length(length, cert_der=None):
                   "lacks it, so TLS records from the hub can be up to 16 KB" % length)
         return 0
     if length >= 0:
-        aziot_tls.set_max_fragment_length(length)
+        try:
+            aziot_tls.set_max_fragment_length(length)
+        except ValueError as e:
+            raise ConfigError("key 'max_fragment_length': %s" % e)
     length = aziot_tls.max_fragment_length()
     if length and cert_der is not None:
         needed = len(cert_der) + 10  # handshake header 4 + chain length 3 + certificate length 3

@@ -35,8 +35,8 @@ def prepare_unix_lib(lib_dir: str = paths.UNIX_LIB) -> str:
     return lib_dir
 
 
-def _command(image, app, app_args, heap, lib_dir):
-    cmd = [paths.micropython()]
+def _command(image, app, app_args, heap, lib_dir, binary=None):
+    cmd = [binary or paths.micropython()]
     if heap:
         cmd += ["-X", "heapsize=" + heap]
     cmd += [paths.FLASHRUN, image, lib_dir]
@@ -46,12 +46,13 @@ def _command(image, app, app_args, heap, lib_dir):
 
 
 def run(image: str, app: str = None, *app_args, timeout: float = 60, heap: str = None,
-        lib_dir: str = paths.UNIX_LIB, env: dict = None) -> DeviceRun:
+        lib_dir: str = paths.UNIX_LIB, env: dict = None, binary: str = None) -> DeviceRun:
     """Run app (a .py path, with app_args as sys.argv[1:]) or the image's /main.py.
 
-    heap, e.g. "160K", gives MicroPython a board-sized heap.
+    heap, e.g. "160K", gives MicroPython a board-sized heap; binary, another
+    micropython than $MICROPYTHON or the venv's (e.g. a unix-mfl build).
     """
-    proc = subprocess.run(_command(image, app, app_args, heap, lib_dir), capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(_command(image, app, app_args, heap, lib_dir, binary), capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})))
     return DeviceRun(proc.returncode, proc.stdout, proc.stderr)
 
@@ -63,8 +64,9 @@ class LiveDevice:
     context manager: the process is stopped (killed if need be) on exit.
     """
 
-    def __init__(self, image: str, app: str, *app_args, heap: str = None, lib_dir: str = paths.UNIX_LIB):
-        self._proc = subprocess.Popen(_command(image, app, app_args, heap, lib_dir), stdout=subprocess.PIPE,
+    def __init__(self, image: str, app: str, *app_args, heap: str = None, lib_dir: str = paths.UNIX_LIB,
+                 binary: str = None):
+        self._proc = subprocess.Popen(_command(image, app, app_args, heap, lib_dir, binary), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines = []  # everything printed so far
         self._new = queue.Queue()

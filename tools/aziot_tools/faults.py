@@ -11,7 +11,9 @@
 
 The faults Wi-Fi, NATs and a busy hub cause in the field, on loopback.
 `accepts` records when each connection arrived (monotonic seconds) and
-whether it was refused, so tests can check the device's retry schedule.
+whether it was refused, so tests can check the device's retry schedule;
+`records` lists every TLS record that passed untouched (direction, content
+type, length), so tests can see Maximum Fragment Length at work.
 """
 
 import asyncio
@@ -27,6 +29,22 @@ class _Link:
         self.up = (up_reader, up_writer)  # the hub's side
         self.truncate = False
         self.closed = False
+        self.pending = {True: bytearray(), False: bytearray()}  # bytes not yet a whole TLS record
+
+    def writers(self):
+        return self.down[1], self.up[1]
+
+
+def _tls_records(buf: bytearray):
+    """Take the whole TLS records off the front of buf: [(content type, length)]."""
+    out = []
+    while len(buf) >= 5:
+        length = int.from_bytes(buf[3:5], "big")
+        if len(buf) < 5 + length:
+            break
+        out.append((buf[0], length))
+        del buf[:5 + length]
+    return out
 
     def writers(self):
         return self.down[1], self.up[1]
@@ -40,6 +58,7 @@ class FaultProxy:
         self.accepts = []  # (monotonic time, refused?)
         self.faults = []  # (monotonic time, kind)
         self.closes = []  # (monotonic time, why the proxy ended a link)
+        self.records = []  # (from the hub?, TLS content type, length): every record that passed
         self._links = set()
         self._tasks = set()
         self._stall_until = 0.0
@@ -179,6 +198,9 @@ class FaultProxy:
                 if data:
                     writer.write(data)
                     await writer.drain()
+                    link.pending[from_hub] += data
+                    self.records.extend((from_hub, kind, length)
+                                        for kind, length in _tls_records(link.pending[from_hub]))
         except (ConnectionError, OSError) as e:
             why = "%s from the %s" % (type(e).__name__, side)
         finally:

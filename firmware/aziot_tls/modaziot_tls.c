@@ -29,7 +29,8 @@
 #include "mbedtls/ssl.h"
 #include "mbedtls/version.h"
 
-#if !defined(AZIOT_MBEDTLS_CONFIG_H) && !defined(NO_QSTR)  // (the qstr scan sees no mbedTLS config)
+// ESP-IDF builds mbedTLS from its sdkconfig instead (boards/ESP32_GENERIC/sdkconfig.aziot).
+#if !defined(AZIOT_MBEDTLS_CONFIG_H) && !defined(NO_QSTR) && !defined(ESP_PLATFORM)
 #error "aziot_tls needs the aziot mbedTLS config: build with MBEDTLS_CONFIG_FILE set to aziot_mbedtls_config.h"
 #endif
 

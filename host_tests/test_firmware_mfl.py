@@ -171,3 +171,14 @@ def test_asking_for_mfl_on_a_firmware_without_the_hook_says_so_once(hub, provisi
     if BOARD is not None and os.environ.get("MICROPYTHON", "").startswith(os.path.dirname(BOARD)):
         pytest.skip("running on the unix-mfl build, which has the hook")
     assert run.stdout.splitlines() == [notice, "DONE MFL 0"], run.output
+
+
+@needs_mfl_build
+@pytest.mark.skipif(SMALLEST is None, reason="no micropython-2k unix-mfl build")
+def test_a_handshake_record_too_big_for_the_buffer_names_the_buffer(hub, provision_device, unix_lib):
+    """The 2 KB build with MFL off: the hub's first flight (2.1 KB in one record) cannot fit."""
+    dev = provision_device("dev-2k-nomfl", hub, tls_profile="ecc", max_fragment_length=0)
+    out = outcome(run_with(SMALLEST, dev.image_path, CONNECT_AND_SEND, unix_lib))
+    assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net"), out
+    assert out.endswith("a TLS record larger than this firmware's 2048-byte receive buffer (max_fragment_length "
+                        "off): enable it, or build with a larger MBEDTLS_SSL_IN_CONTENT_LEN"), out

@@ -40,6 +40,7 @@ PROFILES = {"ecc": ECC_SUITES, "rsa": RSA_SUITES, "compat": None}
 # mbedTLS error codes worth a sentence of advice.
 ERR_FATAL_ALERT = -0x7780
 ERR_BAD_INPUT_DATA = -0x7100
+ERR_INVALID_RECORD = -0x7200
 _HINTS = {
     ERR_FATAL_ALERT: "the hub sent a fatal alert: it shares no cipher suite with this profile "
                      "('ecc' needs a hub with an ECC certificate; 'ecc+rsa' falls back) or it "
@@ -47,7 +48,7 @@ _HINTS = {
     ERR_BAD_INPUT_DATA: "a TLS record larger than the receive buffer arrived: enable "
                         "Maximum Fragment Length or enlarge the mbedTLS IN buffer",
     -0x7880: "the hub closed the connection during the handshake",
-    -0x7200: "invalid record from the peer (not a TLS server, or corrupted link)",
+    ERR_INVALID_RECORD: "invalid record from the peer (not a TLS server, or corrupted link)",
     -0x6C00: "mbedTLS internal error (out of memory?)",
 }
 
@@ -138,6 +139,11 @@ def describe_error(err, where):
         return "TLS handshake with %s failed: %s" % (where, oserror_text(err))
     msg = "TLS handshake with %s failed: %s (-0x%04X)" % (where, _text(err), -code)
     hint = _HINTS.get(code)
+    if code in (ERR_INVALID_RECORD, ERR_BAD_INPUT_DATA) and aziot_tls is not None:
+        # On a firmware with small record buffers the likely cause is a record that does not fit.
+        hint = ("a TLS record larger than this firmware's %d-byte receive buffer (max_fragment_length %s): "
+                "enable it, or build with a larger MBEDTLS_SSL_IN_CONTENT_LEN"
+                % (aziot_tls.buffer_sizes()[0], aziot_tls.max_fragment_length() or "off"))
     return msg + ("; " + hint if hint else "")
 
 

@@ -47,10 +47,11 @@ def mbedtls_version(mpy_dir: str):
     return tuple(int(x) for x in found.groups())
 
 
-def check_checkout(mpy_dir: str, port: str):
-    """Refuse, naming what is missing, a checkout this firmware cannot build from."""
+def check_checkout(mpy_dir: str, port: str) -> str:
+    """The checkout's absolute path; refuses, naming what is missing, one this firmware cannot build from."""
     if not mpy_dir:
         raise BuildError("set MPY_DIR to a MicroPython checkout with its submodules (see README: Firmware)")
+    mpy_dir = os.path.abspath(mpy_dir)
     for sub in ("py", os.path.join("ports", port), os.path.join("lib", "micropython-lib", "micropython")):
         if not os.path.isdir(os.path.join(mpy_dir, sub)):
             raise BuildError("%s is not a MicroPython checkout with submodules: %s is missing" % (mpy_dir, sub))
@@ -59,6 +60,7 @@ def check_checkout(mpy_dir: str, port: str):
         raise BuildError("%s carries mbedTLS %s; aziot needs %s or newer (MicroPython v1.29, or lib/mbedtls "
                          "at 3.6.4+): older mbedTLS cannot reassemble a handshake message split by Maximum "
                          "Fragment Length" % (mpy_dir, ".".join(map(str, version)), ".".join(map(str, MIN_MBEDTLS))))
+    return mpy_dir
 
 
 def _make(args, log):
@@ -78,8 +80,7 @@ def unix_variants() -> list:
 
 def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
     """The Unix port with aziot_tls, once per variant in boards/unix/aziot_tls.json; returns the binaries."""
-    mpy_dir = os.path.abspath(mpy_dir or "")
-    check_checkout(mpy_dir, "unix")
+    mpy_dir = check_checkout(mpy_dir, "unix")
     os.makedirs(UNIX_MFL_DIR, exist_ok=True)
     _make(["-C", os.path.join(mpy_dir, "mpy-cross"), "-j%d" % jobs], os.path.join(UNIX_MFL_DIR, "mpy-cross.log"))
     built = []
@@ -113,8 +114,7 @@ def build_board(board: str, mpy_dir: str, jobs: int = 2) -> str:
     if board not in BOARDS:
         raise BuildError("BOARD must be one of %s, not %r" % (", ".join(BOARDS), board))
     port = BOARDS[board]["port"]
-    mpy_dir = os.path.abspath(mpy_dir or "")
-    check_checkout(mpy_dir, port)
+    mpy_dir = check_checkout(mpy_dir, port)
     out = os.path.join(paths.BUILD, "firmware", board)
     os.makedirs(out, exist_ok=True)
     if port == "esp32" and not os.environ.get("IDF_PATH"):

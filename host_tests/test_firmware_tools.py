@@ -1,0 +1,71 @@
+"""The firmware build tool's refusals, and the board folders' consistency (no MicroPython needed)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aziot_tools import firmware, paths
+
+
+def fake_checkout(root, mbedtls="3.6.6", port="unix"):
+    for sub in ("py", os.path.join("ports", port), os.path.join("lib", "micropython-lib", "micropython"),
+                os.path.join("lib", "mbedtls", "include", "mbedtls")):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    with open(os.path.join(root, "lib", "mbedtls", "include", "mbedtls", "build_info.h"), "w") as f:
+        f.write('#define MBEDTLS_VERSION_STRING         "%s"\n' % mbedtls)
+    return str(root)
+
+
+def test_build_refuses_an_mbedtls_too_old_to_reassemble_handshake_messages(tmp_path):
+    old = fake_checkout(tmp_path / "mpy-1.28", mbedtls="3.6.2")
+    with pytest.raises(SystemExit) as e:
+        firmware.check_checkout(old, "unix")
+    assert str(e.value) == ("%s carries mbedTLS 3.6.2; aziot needs 3.6.4 or newer (MicroPython v1.29, or "
+                            "lib/mbedtls at 3.6.4+): older mbedTLS cannot reassemble a handshake message split "
+                            "by Maximum Fragment Length" % old)
+    firmware.check_checkout(fake_checkout(tmp_path / "mpy-master"), "unix")  # 3.6.6 passes
+
+
+def test_build_names_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="set MPY_DIR to a MicroPython checkout"):
+        firmware.check_checkout("", "unix")
+    bare = fake_checkout(tmp_path / "mpy", port="unix")
+    with pytest.raises(SystemExit, match="ports/rp2 is missing"):
+        firmware.check_checkout(bare, "rp2")
+    os.remove(os.path.join(bare, "lib", "mbedtls", "include", "mbedtls", "build_info.h"))
+    with pytest.raises(SystemExit, match="has no lib/mbedtls: bring the submodules"):
+        firmware.check_checkout(bare, "unix")
+
+
+def test_make_unix_mfl_without_mpy_dir_says_what_to_do():
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "firmware", "unix-mfl", "--mpy-dir", ""],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, MPY_DIR=""))
+    assert proc.returncode == 1
+    assert "set MPY_DIR to a MicroPython checkout with its submodules (see README: Firmware)" in proc.stderr
+
+
+def test_flash_without_a_built_image_says_how_to_build_one(tmp_path):
+    missing = str(tmp_path / "firmware.uf2")
+    with pytest.raises(SystemExit, match=r"no firmware image at .*firmware.uf2: run `make firmware "
+                                         r"BOARD=RPI_PICO_W MPY_DIR=...` first"):
+        firmware.flash("RPI_PICO_W", image=missing)
+    with pytest.raises(SystemExit, match="BOARD must be one of RPI_PICO_W, ESP32_GENERIC, not 'PICO2'"):
+        firmware.flash("PICO2")
+
+
+@pytest.mark.parametrize("board", ["RPI_PICO_W", "ESP32_GENERIC"])
+def test_board_folders_reuse_upstream_and_add_the_hook_and_the_library(board):
+    folder = os.path.join(paths.ROOT, "boards", board)
+    cmake = open(os.path.join(folder, "mpconfigboard.cmake")).read()
+    assert "include(${MICROPY_PORT_DIR}/boards/%s/mpconfigboard.cmake)" % board in cmake
+    assert "firmware/aziot_tls/micropython.cmake" in cmake
+    assert '#include "boards/%s/mpconfigboard.h"' % board in open(os.path.join(folder, "mpconfigboard.h")).read()
+    manifest = open(os.path.join(folder, "manifest.py")).read()
+    assert 'include("../../firmware/manifest.py")' in manifest
+    if board == "ESP32_GENERIC":
+        sdk = open(os.path.join(folder, "sdkconfig.aziot")).read()
+        assert "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=4096" in sdk and "CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH=y" in sdk
+    else:
+        assert "MBEDTLS_CONFIG_FILE ${AZIOT_DIR}/firmware/aziot_tls/aziot_mbedtls_config.h" in cmake

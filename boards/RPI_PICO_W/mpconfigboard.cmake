@@ -20,6 +20,7 @@ set(MICROPY_BOARD_PINS ${MICROPY_PORT_DIR}/boards/RPI_PICO_W/pins.csv)
 set(AZIOT_TLS_IN_LEN 4096)
 set(AZIOT_TLS_OUT_LEN 2048)
 set(AZIOT_TLS_DEFAULT_MFL 2048)
+set(AZIOT_TLS_VARIABLE_BUFFERS 1)  # shrink both buffers to the MFL after the handshake
 set(AZIOT_TLS_ECC_ONLY 0)  # 1 drops the RSA fallback for ECC-only hubs
 set(MBEDTLS_CONFIG_FILE ${AZIOT_DIR}/firmware/aziot_tls/aziot_mbedtls_config.h)
 add_compile_definitions(AZIOT_PORT_MBEDTLS_CONFIG="${MICROPY_PORT_DIR}/mbedtls/mbedtls_config_port.h")

@@ -16,6 +16,7 @@
 //   AZIOT_TLS_OUT_LEN          send buffer: must hold the device's Certificate message
 //   AZIOT_TLS_ECC_ONLY         1: compile only what the ECDHE-ECDSA suites need
 //                              (no RSA key exchange; RSA signatures stay for roots)
+//   AZIOT_TLS_VARIABLE_BUFFERS 1: shrink the buffers to the MFL after the handshake
 //   AZIOT_TLS_COUNT_ALLOC      1: count mbedTLS heap use (aziot_tls.heap())
 #ifndef AZIOT_MBEDTLS_CONFIG_H
 #define AZIOT_MBEDTLS_CONFIG_H
@@ -33,10 +34,18 @@
 #endif
 
 #define MBEDTLS_SSL_MAX_FRAGMENT_LENGTH
+
 // After the handshake, shrink the record buffers to the negotiated fragment
 // length: the handshake still needs IN for the hub's Certificate message,
-// the rest of the connection only MFL-sized records.
+// the rest of the connection only MFL-sized records. Note: with no MFL
+// negotiated, mbedTLS then shrinks IN to min(IN, OUT), so a connection
+// without MFL takes records of at most that size.
+#ifndef AZIOT_TLS_VARIABLE_BUFFERS
+#define AZIOT_TLS_VARIABLE_BUFFERS (1)
+#endif
+#if AZIOT_TLS_VARIABLE_BUFFERS
 #define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH
+#endif
 
 #ifndef AZIOT_TLS_IN_LEN
 #define AZIOT_TLS_IN_LEN (4096)

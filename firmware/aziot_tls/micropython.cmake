@@ -1,6 +1,7 @@
 # aziot_tls as a MicroPython user C module, for CMake-based ports (rp2, esp32).
 # The board folders in boards/ include this through USER_C_MODULES and set:
-#   AZIOT_TLS_IN_LEN, AZIOT_TLS_OUT_LEN, AZIOT_TLS_ECC_ONLY, AZIOT_TLS_DEFAULT_MFL
+#   AZIOT_TLS_IN_LEN, AZIOT_TLS_OUT_LEN, AZIOT_TLS_ECC_ONLY, AZIOT_TLS_DEFAULT_MFL,
+#   AZIOT_TLS_VARIABLE_BUFFERS
 add_library(usermod_aziot_tls INTERFACE)
 
 target_sources(usermod_aziot_tls INTERFACE ${CMAKE_CURRENT_LIST_DIR}/modaziot_tls.c)
@@ -13,6 +14,7 @@ target_compile_definitions(usermod_aziot_tls INTERFACE
     AZIOT_TLS_OUT_LEN=${AZIOT_TLS_OUT_LEN}
     AZIOT_TLS_ECC_ONLY=${AZIOT_TLS_ECC_ONLY}
     AZIOT_TLS_DEFAULT_MFL=${AZIOT_TLS_DEFAULT_MFL}
+    AZIOT_TLS_VARIABLE_BUFFERS=${AZIOT_TLS_VARIABLE_BUFFERS}
 )
 target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults)
 

@@ -7,6 +7,7 @@ AZIOT_TLS_IN_LEN ?= 4096
 AZIOT_TLS_OUT_LEN ?= 2048
 AZIOT_TLS_ECC_ONLY ?= 0
 AZIOT_TLS_DEFAULT_MFL ?= 0
+AZIOT_TLS_VARIABLE_BUFFERS ?= 1
 
 SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c
 
@@ -14,7 +15,8 @@ SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c
 # which the config header needs: it changes mbedtls_ssl_config's layout.
 CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
 	-DAZIOT_TLS_IN_LEN=$(AZIOT_TLS_IN_LEN) -DAZIOT_TLS_OUT_LEN=$(AZIOT_TLS_OUT_LEN) \
-	-DAZIOT_TLS_ECC_ONLY=$(AZIOT_TLS_ECC_ONLY) -DAZIOT_TLS_DEFAULT_MFL=$(AZIOT_TLS_DEFAULT_MFL)
+	-DAZIOT_TLS_ECC_ONLY=$(AZIOT_TLS_ECC_ONLY) -DAZIOT_TLS_DEFAULT_MFL=$(AZIOT_TLS_DEFAULT_MFL) \
+	-DAZIOT_TLS_VARIABLE_BUFFERS=$(AZIOT_TLS_VARIABLE_BUFFERS)
 
 # The hook: every mbedtls_ssl_config_defaults() call goes through aziot_tls first.
 LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults

@@ -134,6 +134,63 @@ def measure_surface(calls: int) -> dict:
     return out
 
 
+TLS_MEMORY_APP = """
+import sys, aziot_tls
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+done = []
+hub.on_method("size", lambda name, payload: (200, {"bytes": len(payload)}))
+hub.on_method("stop", lambda name, payload: done.append(1))
+aziot_tls.reset_peak()
+hub.connect()
+after_connect = aziot_tls.heap()[0]
+hub.send_telemetry(b"t" * 8192)
+print("READY")
+while not done:
+    hub.poll(100)
+print("TLSHEAP", aziot_tls.buffer_sizes()[0], aziot_tls.buffer_sizes()[1], hub.tls_max_fragment_length,
+      after_connect, aziot_tls.heap()[1])
+hub.disconnect()
+"""
+
+
+def measure_tls_memory() -> list:
+    """mbedTLS heap per connection on the unix-mfl builds: after connecting, and at peak (8 KB each way)."""
+    from . import firmware
+
+    rows = []
+    state = tempfile.mkdtemp(prefix="aziot-bench-")
+    app = os.path.join(state, "tls_memory_app.py")
+    with open(app, "w") as f:
+        f.write(TLS_MEMORY_APP)
+    with BackgroundHub(state, port=0) as hub:
+        for variant in firmware.unix_variants():
+            binary = firmware.unix_mfl_binary(variant["name"])
+            if binary is None:
+                continue
+            limit = min(variant["in"], variant["out"])
+            for mfl in [0] + [m for m in (512, 1024, 2048, 4096) if m <= limit]:
+                device_id = "mem-%s-%d" % (variant["name"], mfl)
+                dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"),
+                                          address="127.0.0.1", port=hub.port, tls_profile="ecc",
+                                          max_fragment_length=mfl)
+                row = [variant["name"], variant["in"], variant["out"], mfl, "handshake fails", "-"]
+                with device.LiveDevice(dev.image_path, app, binary=binary) as live:
+                    try:
+                        live.expect("READY", timeout=30)
+                    except AssertionError:
+                        rows.append(row)  # no MFL, and the hub's first flight is larger than IN
+                        continue
+                    if hub.invoke_method(device_id, "size", "m" * 8190, timeout=15).status != 200:
+                        row[4] = "8 KB record fails"  # no MFL, and a record larger than IN
+                        rows.append(row)
+                        continue
+                    hub.invoke_method(device_id, "stop", None, timeout=15)
+                    line = live.expect("TLSHEAP", timeout=15).split()
+                rows.append(row[:4] + [int(line[4]), int(line[5])])
+    return rows
+
+
 def main(args) -> int:
     device.prepare_unix_lib()
     rows = [measure(p, args.runs, args.messages, args.size) for p in ("ecc", "rsa")]
@@ -155,4 +212,14 @@ def main(args) -> int:
     print("|---|---|---|---|")
     print("| %.2f | %.2f | %.2f | %d |" % (s["method_64B_ms"], s["method_8KB_ms"], s["report_ms"],
                                             s["heap_held_8KB"]))
+    print()
+    rows = measure_tls_memory()
+    if not rows:
+        print("mbedTLS heap per connection: skipped, no unix-mfl build (make unix-mfl MPY_DIR=...)")
+        return 0
+    print("mbedTLS heap per connection (ecc profile; connect, then 8 KB each way), unix-mfl builds:")
+    print("| build | IN/OUT buffers | MFL | after connect B | peak B |")
+    print("|---|---|---|---|---|")
+    for name, in_len, out_len, mfl, after, peak in rows:
+        print("| %s | %d/%d | %s | %s | %s |" % (name, in_len, out_len, mfl or "off", after, peak))
     return 0

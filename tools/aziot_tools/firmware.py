@@ -91,14 +91,16 @@ def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
                # Quotes escaped for the shell the port's make runs the compiler through.
                'MBEDTLS_CONFIG_FILE=\\"aziot_mbedtls_config.h\\"', "MICROPY_PY_BTREE=0",
                "AZIOT_TLS_IN_LEN=%d" % v["in"], "AZIOT_TLS_OUT_LEN=%d" % v["out"],
-               "AZIOT_TLS_DEFAULT_MFL=%d" % v["mfl"], "AZIOT_TLS_ECC_ONLY=%d" % v["ecc_only"]],
+               "AZIOT_TLS_DEFAULT_MFL=%d" % v["mfl"], "AZIOT_TLS_ECC_ONLY=%d" % v["ecc_only"],
+               "AZIOT_TLS_VARIABLE_BUFFERS=%d" % v["variable"]],
               os.path.join(UNIX_MFL_DIR, v["name"] + ".log"))
         target = os.path.join(UNIX_MFL_DIR, v["name"])
         shutil.copy2(os.path.join(obj, "micropython"), target)
         built.append(target)
-        print("built %s (IN %d, OUT %d, default MFL %d%s) from MicroPython %s" % (
+        print("built %s (IN %d, OUT %d, default MFL %d%s%s) from MicroPython %s" % (
             os.path.relpath(target, paths.ROOT), v["in"], v["out"], v["mfl"],
-            ", ECDHE-ECDSA only" if v["ecc_only"] else "", micropython_version(mpy_dir)))
+            ", ECDHE-ECDSA only" if v["ecc_only"] else "", ", variable buffers" if v["variable"] else "",
+            micropython_version(mpy_dir)))
     return built
 
 

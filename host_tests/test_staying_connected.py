@@ -98,3 +98,33 @@ def test_offline_queue_is_bounded_reports_drops_and_survives_a_reset(hub_state, 
         online = run_device(dev.image_path, QUEUE_APP, "online")
         assert online.stdout.splitlines() == ["LOADED ['q2', 'q3', 'q4']", "LEFT 0"], online.output
         assert [m.system_properties["$.mid"] for m in hub.telemetry("dev-queue")] == ["q2", "q3", "q4"]
+
+
+def test_after_an_automatic_reconnect_the_device_catches_up_on_desired_changes(hub, provision_device,
+                                                                               live_device):
+    with FaultProxy(hub.port) as proxy:
+        dev = provision_device("dev-catchup", address="127.0.0.1", port=proxy.port, reconnect_min_ms=200,
+                               reconnect_max_ms=400)
+        device = live_device(dev.image_path, """
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            stop = []
+            hub.on_desired(lambda patch, version: print("DESIRED", version, sorted(patch.items())))
+            hub.on_method("stop", lambda name, payload: stop.append(1))
+            hub.on_link = lambda event, detail: print("LINK", event)
+            hub.connect()
+            print("READY")
+            while not stop:
+                hub.poll(100)
+            hub.disconnect()
+            print("DONE", hub.stats["connects"], hub.stats["links_lost"])
+        """)
+        device.expect("READY")
+        proxy.refuse(1.5)
+        proxy.drop()  # the hub cannot push the change below: the device is offline
+        device.expect("LINK lost")
+        hub.update_desired("dev-catchup", {"led": "on"})
+        assert device.expect("DESIRED 2", timeout=20) == "DESIRED 2 [('led', 'on')]"
+        device.expect("LINK connected")  # (printed after the catch-up, which runs inside connect)
+        hub.invoke_method("dev-catchup", "stop", None, timeout=10)
+        assert device.expect("DONE") == "DONE 2 1"

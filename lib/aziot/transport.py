@@ -26,6 +26,7 @@ class PacketStream:
         self._raw = raw_sock  # the TCP socket under TLS, to restore its timeout
         self._timeout = timeout
         self.blocking = True
+        self._poller = None
         self._buf = bytearray(self.LIMIT)
         self._len = 0
 
@@ -66,9 +67,10 @@ class PacketStream:
     def poll_readable(self, timeout_ms):
         """True when a read would find data: in the socket, or decrypted and buffered by TLS."""
         self.flush()
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
-        return bool(poller.poll(timeout_ms))
+        if self._poller is None:  # made once: poll() runs in the application's main loop
+            self._poller = select.poll()
+            self._poller.register(self._sock, select.POLLIN)
+        return bool(self._poller.poll(timeout_ms))
 
     def close(self):
         try:

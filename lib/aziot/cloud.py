@@ -2,7 +2,7 @@
 
 HubClient inherits these; they are apart only so that each module stays
 small enough to compile from source in a board's heap. They need from
-HubClient: config, _session, _live(), _subscribed.
+HubClient: config, _session and _live(); _init_handlers() sets up the rest.
 """
 
 import json

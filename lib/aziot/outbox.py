@@ -30,6 +30,7 @@ class Outbox:
         self.items = []  # [message_id, topic bytes, payload bytes], oldest first
         self.bytes = 0
         self.dropped = 0
+        self._on_flash = False  # a copy exists on flash: remove it once the queue is empty
         if path:
             self._load()
 
@@ -69,13 +70,16 @@ class Outbox:
     # --- the flash copy: [len16 id][len16 topic][len32 payload] per message ----
 
     def save(self):
+        """Mirror the queue on flash; a no-op without a path, or when empty and nothing is there."""
         if not self.path:
             return
         if not self.items:
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
+            if self._on_flash:
+                try:
+                    os.remove(self.path)
+                except OSError:
+                    pass
+                self._on_flash = False
             return
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
@@ -88,6 +92,7 @@ class Outbox:
                 f.write(len(payload).to_bytes(4, "big"))
                 f.write(payload)
         os.rename(tmp, self.path)  # littlefs renames atomically: a reset leaves old or new
+        self._on_flash = True
 
     def _load(self):
         try:
@@ -96,6 +101,7 @@ class Outbox:
             return  # nothing was waiting
         with f:
             data = f.read()
+        self._on_flash = True
         pos = 0
         try:
             while pos < len(data):

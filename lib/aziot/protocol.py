@@ -221,8 +221,7 @@ def _query(topic, start):
     return decode_properties(topic[q + 1:]) if q >= 0 else {}
 
 
-def _int_field(fields, name, topic):
-    value = fields.get(name)
+def _number(value, name, topic):
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -250,11 +249,11 @@ def parse_incoming(topic, device_id):
         fields = _query(topic, len(_TWIN_RESPONSE_PREFIX))
         if end < 0 or "$rid" not in fields:
             raise ProtocolError("twin response topic without a status or $rid: %r" % topic)
-        status = _int_field({"status": topic[len(_TWIN_RESPONSE_PREFIX):end]}, "status", topic)
-        version = _int_field(fields, "$version", topic) if "$version" in fields else None
+        status = _number(topic[len(_TWIN_RESPONSE_PREFIX):end], "status", topic)
+        version = _number(fields["$version"], "$version", topic) if "$version" in fields else None
         return TWIN_RESPONSE, status, fields["$rid"], version
     if topic.startswith(_TWIN_DESIRED_PREFIX):
-        return DESIRED, _int_field(_query(topic, len(_TWIN_DESIRED_PREFIX)), "$version", topic)
+        return DESIRED, _number(_query(topic, len(_TWIN_DESIRED_PREFIX)).get("$version"), "$version", topic)
     prefix = "devices/" + device_id + "/messages/devicebound/"
     if topic.startswith(prefix):
         return C2D, decode_properties(topic[len(prefix):])

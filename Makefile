@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MPY_DIR     ?=
 BOARD       ?= RPI_PICO_W
 PORT        ?=
-DEB_PACKAGES = mosquitto openssl
+DEB_PACKAGES = mosquitto openssl golang-go
 
 BIN   = $(VENV)/bin
 STAMP = $(VENV)/.aziot-setup

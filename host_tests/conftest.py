@@ -40,7 +40,7 @@ def start_hub(hub_state):
     """start_hub(tls_mode=...) -> a running HubEmulator on a free loopback port, stopped after the test."""
     running = []
 
-    def start(tls_mode="ecc-preview", **kwargs):
+    def start(tls_mode="standard", **kwargs):
         bg = BackgroundHub(hub_state, port=0, tls_mode=tls_mode, **kwargs)
         hub = bg.__enter__()
         running.append(bg)
@@ -53,7 +53,20 @@ def start_hub(hub_state):
 
 @pytest.fixture
 def hub(start_hub):
+    """A standard hub: RSA chain only, MFL ignored, 16 KB records (what nearly every real hub is)."""
     return start_hub()
+
+
+@pytest.fixture
+def preview_hub(start_hub):
+    """A preview-mode hub: ECC chain for ECDSA-only offers, MFL honoured."""
+    return start_hub("preview")
+
+
+@pytest.fixture(params=["standard", "preview"])
+def any_hub(start_hub, request):
+    """The test runs once against each kind of hub."""
+    return start_hub(request.param)
 
 
 @pytest.fixture

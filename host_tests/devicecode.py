@@ -103,3 +103,13 @@ def eventually(probe, timeout: float = 5.0):
         if value or time.monotonic() > end:
             return value
         time.sleep(0.02)
+
+
+def first_connection(hub):
+    """The hub's first connection record; a refused handshake is recorded a moment after the device saw it."""
+    def settled():
+        first = hub.connections()[:1]
+        # A record starts as "tls-failed" without a reason until its handshake is judged.
+        return first and (first[0].reason or first[0].result != "tls-failed") and first[0]
+
+    return eventually(settled)

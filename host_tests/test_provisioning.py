@@ -60,8 +60,10 @@ def test_cli_provisions_for_a_real_hub(tmp_path):
     config = json.loads(files["/azure-iot/config.json"])
     assert config["hub_host"] == "contoso-iot.azure-devices.net" and config["tls_profile"] == "ecc"
     assert "address" not in config and "port" not in config  # dials the hub itself on 8883
+    # All four roots whatever the profile: the device may meet either kind of hub, and the next migration.
     assert sorted(p for p in files if "/roots/" in p) == [
-        "/azure-iot/roots/digicert-global-root-g3.der", "/azure-iot/roots/microsoft-ecc-root-2017.der"]
+        "/azure-iot/roots/digicert-global-root-g2.der", "/azure-iot/roots/digicert-global-root-g3.der",
+        "/azure-iot/roots/microsoft-ecc-root-2017.der", "/azure-iot/roots/microsoft-rsa-root-2017.der"]
     thumbprint = hashlib.sha256(files["/azure-iot/device.der"]).hexdigest().upper()
     assert ("az iot hub device-identity create --hub-name contoso-iot --device-id field-007 "
             "--auth-method x509_thumbprint --primary-thumbprint " + thumbprint) in proc.stdout

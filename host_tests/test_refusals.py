@@ -8,7 +8,7 @@ import pytest
 from aziot_tools import flashimage, pki
 from aziot_tools.hub.registry import Registry
 
-from devicecode import CONNECT_AND_SEND, eventually, outcome
+from devicecode import CONNECT_AND_SEND, eventually, outcome, first_connection
 
 
 def rewrite_image(dev, changes: dict, config: dict = None):
@@ -85,7 +85,7 @@ def test_no_client_certificate_is_refused(hub, provision_device, run_device):
         from aziot.mqtt import MqttSession
         from aziot.transport import open_socket
         cfg = config.load()
-        ctx = tlsconf.make_context("ecc", certs.root_files(cfg.roots), None, None)   # no client certificate
+        ctx = tlsconf.make_context("rsa", certs.root_files(cfg.roots), None, None)   # no client certificate
         sock = open_socket(cfg.dial_address, cfg.port, 10)
         stream = tlsconf.handshake(sock, ctx, cfg.hub_host, "hub")
         try:
@@ -129,33 +129,37 @@ def test_expired_device_certificate_is_refused_by_the_hub(hub, provision_device,
     assert "outside its validity period" in hub.connections("dev-expired2")[0].reason
 
 
-def test_server_chain_from_an_unknown_root_is_refused_by_the_device(hub, provision_device, run_device):
-    dev = provision_device("dev-roots", hub, tls_profile="ecc")
+def test_server_chain_from_an_unknown_root_is_refused_by_the_device(any_hub, provision_device, run_device):
+    hub = any_hub
+    kind = "ecc" if hub.tls_mode == "preview" else "rsa"  # the chain this hub shows the device
+    dev = provision_device("dev-roots", hub, tls_profile=kind)
     foreign = pki.make_server_pki("ecc").root.cert_der
     rewrite_image(dev, {"/azure-iot/roots/hub-ecc-root.der": foreign, "/azure-iot/roots/hub-rsa-root.der": None})
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out.startswith("ERROR TlsError server certificate of emulated-hub.azure-devices.net (127.0.0.1:%d) "
-                          "with profile 'ecc' rejected:" % hub.port)
+                          "with profile '%s' rejected:" % (hub.port, kind))
     assert "not correctly signed by the trusted CA" in out
     assert hub.telemetry() == []
 
 
-def test_host_name_mismatch_is_refused_by_the_device(hub, provision_device, run_device):
-    dev = provision_device("dev-host", hub, hub_host="contoso-hub.example.com", tls_profile="ecc")
+def test_host_name_mismatch_is_refused_by_the_device(any_hub, provision_device, run_device):
+    hub = any_hub
+    dev = provision_device("dev-host", hub, hub_host="contoso-hub.example.com")
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out.startswith("ERROR TlsError server certificate of contoso-hub.example.com")
     assert "Common Name (CN) does not match" in out
-    assert [c.result for c in hub.connections()] == ["tls-failed"]
+    # auto: on a standard hub the ECDSA-only offer is refused first, then the RSA chain fails the check.
+    expected = ["tls-failed"] * (2 if hub.tls_mode == "standard" else 1)
+    assert eventually(lambda: [c.result for c in hub.connections()] == expected), hub.connections()
 
 
-def test_rsa_only_device_is_refused_by_an_ecc_only_hub(start_hub, provision_device, run_device):
-    hub = start_hub("ecc-only")
-    dev = provision_device("dev-rsa", hub, tls_profile="rsa")
+def test_the_ecc_profile_is_refused_by_a_standard_hub(hub, provision_device, run_device):
+    dev = provision_device("dev-ecc", hub, tls_profile="ecc")
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net")
     assert "MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE (-0x7780)" in out
-    assert "shares no cipher suite" in out
-    assert eventually(lambda: hub.connections()[0].reason) == "no shared cipher"
+    assert "shares no cipher suite" in out and "'auto' falls back to RSA" in out
+    assert first_connection(hub).reason == "no shared cipher"
 
 
 def test_missing_key_file(hub, provision_device, run_device):
@@ -187,7 +191,7 @@ def test_unknown_cipher_profile(hub, provision_device, run_device):
     dev = provision_device("dev-prof", hub, tls_profile="chacha")
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out == ("ERROR ConfigError /azure-iot/config.json: unknown cipher profile 'chacha' in key "
-                   "'tls_profile' (use one of ecc, rsa, ecc+rsa, compat)")
+                   "'tls_profile' (use one of auto, ecc, rsa, ecc+rsa, compat)")
 
 
 def test_config_errors_name_the_key(hub, provision_device, run_device):

@@ -72,7 +72,7 @@ def test_soak_qos1_through_faults_and_hub_restarts(hub_state, provision_device, 
     hub = hub_ctx.__enter__()
     try:
         with FaultProxy(hub_port) as proxy:
-            dev = provision_device("soak-dev", address="127.0.0.1", port=proxy.port, tls_profile="ecc",
+            dev = provision_device("soak-dev", address="127.0.0.1", port=proxy.port,
                                    keepalive=4, timeout=2, reconnect_min_ms=100, reconnect_max_ms=1600,
                                    throttle_ms=500, queue_size=2000, queue_bytes=128 * 1024)
             # About 1.5 s of sending per fault: time for each fault to bite and the link to recover.
@@ -140,7 +140,9 @@ def test_soak_qos1_through_faults_and_hub_restarts(hub_state, provision_device, 
             outages.append(ticks - lost_at)
             lost_at = None
     attempts = sum(1 for e in events if e[2] == "attempt")
-    assert len(accepts) <= attempts + 1  # every connection the proxy saw was a scheduled attempt
+    # Every connection the proxy saw was a scheduled attempt; the first connect() alone made two
+    # (the ECDSA-only offer the standard hub refuses, then RSA): "auto" remembers across reconnects.
+    assert len(accepts) <= attempts + 2
     report = ("soak: %d messages, %d faults (%s), %d stored, %d duplicates, %d links lost, %d reconnect attempts, "
               "longest outage %d ms" % (MESSAGES, len(injected), ",".join(sorted(set(injected))), len(mids),
                                         duplicates, sum(1 for e in events if e[2] == "lost"), attempts,

@@ -48,12 +48,13 @@ def test_silent_server_times_out_the_handshake(provision_device, run_device):
     assert elapsed < 20  # bounded by the 2 s timeout, not hung
 
 
-def test_runs_in_a_board_sized_heap(hub, provision_device, run_device):
+def test_runs_in_a_board_sized_heap(any_hub, provision_device, run_device):
     """128 KB of MicroPython heap, compiling the library from source on the way (112 KB fails).
 
     A Pico W leaves an application about 160 KB; frozen bytecode needs less than source.
     """
-    dev = provision_device("dev-small", hub, tls_profile="ecc")
+    hub = any_hub
+    dev = provision_device("dev-small", hub)
     run = run_device(dev.image_path, """
         import gc
         from aziot.hub import HubClient

@@ -2,15 +2,20 @@
 
 HubClient inherits these; they are apart only so that each module stays
 small enough to compile from source in a board's heap. They need from
-HubClient: config, _session and _live(); _init_handlers() sets up the rest.
+HubClient: config, _session, _live(), _event(), _lost() and last_error;
+_init_handlers() sets up the rest.
 """
 
 import json
 import time
 
 from . import protocol
-from .errors import ConfigError, MessageTooLarge, ProtocolError, RequestFailed, RequestTimeout
+from .backoff import Backoff
+from .errors import ConfigError, ConnectionLost, MessageTooLarge, ProtocolError, RequestFailed, RequestTimeout
 from .messages import C2DMessage, error_body, load_json, method_response
+
+
+_MAX_HELD_C2D = 8  # C2D kept in RAM until on_c2d() is called; more stay with the hub
 
 
 class CloudHandlers:
@@ -21,6 +26,10 @@ class CloudHandlers:
         self._desired_handler = None
         self._desired_version = None  # of the last desired state handed to the handler
         self._subscribed = []
+        self._held_c2d = []  # C2D that arrived before on_c2d(): unacknowledged, so the hub keeps it
+        self._twin_retry_at = None  # ticks_ms when poll() retries a failed connect-time twin fetch
+        cfg = self.config
+        self._twin_backoff = Backoff(cfg.reconnect_min_ms, cfg.reconnect_max_ms, cfg.throttle_ms)
         self.late_responses = 0  # twin responses that came after their request timed out
 
     def _connected(self):
@@ -51,6 +60,8 @@ class CloudHandlers:
         self._c2d_handler = handler
         if self._connected():
             self._subscribe(protocol.c2d_subscription(self.config.device_id), 1)
+            self._session.inbox[:0] = self._held_c2d  # handled, then acknowledged, at the next poll()
+        self._held_c2d = []
 
     def on_method(self, name, handler):
         """handler(name, payload bytes) -> None | status | (status, body) for direct method name.
@@ -131,6 +142,27 @@ class CloudHandlers:
                 return status, version, msg.payload
         return None
 
+    def _sync_twin(self):
+        """The connect-time twin fetch: a failure is reported (last_error, on_link "twin") and
+        retried from poll() with backoff, never raised, so a throttled (429) or slow twin GET,
+        or a twin above max_message, does not cost the connection."""
+        try:
+            self._catch_up_desired()
+        except (ConnectionLost, RequestTimeout, RequestFailed, MessageTooLarge, ProtocolError) as e:
+            if not self._connected():  # the link broke under it: poll() reconnects
+                self._lost(e)
+                return
+            self.last_error = e
+            self._event("twin", e)
+            throttled = isinstance(e, RequestFailed) and e.status == 429
+            self._twin_retry_at = time.ticks_add(time.ticks_ms(), self._twin_backoff.next_delay(throttled))
+            return
+        self._twin_retry_at = None
+        self._twin_backoff.failures = 0
+
+    def _twin_sync_due(self):
+        return self._twin_retry_at is not None and time.ticks_diff(time.ticks_ms(), self._twin_retry_at) >= 0
+
     def _catch_up_desired(self):
         """Hand the handler the desired state if it changed while we were not listening."""
         desired = self.get_twin().get("desired", {})
@@ -146,11 +178,12 @@ class CloudHandlers:
         handled = 0
         while session.inbox:
             msg = session.inbox.pop(0)
+            held = False
             try:
-                self._handle(session, msg)
+                held = self._handle(session, msg)
             finally:
-                if msg.packet_id is not None and not session.closed:  # QoS 1 (C2D): the hub keeps it until this
-                    session.acknowledge(msg.packet_id)
+                if msg.packet_id is not None and not held and not session.closed:
+                    session.acknowledge(msg.packet_id)  # QoS 1 (C2D): the hub keeps it until this
             handled += 1
         return handled
 
@@ -164,7 +197,11 @@ class CloudHandlers:
                 raise MessageTooLarge("cloud-to-device message of %d bytes exceeds max_message %d; "
                                       "acknowledged and dropped" % (msg.size, self.config.max_message))
             if self._c2d_handler is None:
-                raise ProtocolError("cloud-to-device message but no on_c2d handler")
+                # Queued C2D reaches a clean-session-0 device right after CONNACK, maybe
+                # before the application called on_c2d(): keep it unacknowledged.
+                if len(self._held_c2d) < _MAX_HELD_C2D:
+                    self._held_c2d.append(msg)
+                return True  # beyond that, unacknowledged too: the hub redelivers at the next connect
             self._c2d_handler(C2DMessage(msg.payload, parsed[1]))
         elif kind == protocol.DESIRED:
             if msg.payload is None:
@@ -190,8 +227,8 @@ class CloudHandlers:
             if handler is None:
                 status, body = 404, error_body("no handler for method %r" % name)
             else:
-                try:
-                    status, body = method_response(handler(name, msg.payload))
+                try:  # a method invoked without a payload arrives with an empty body: None
+                    status, body = method_response(handler(name, msg.payload or None))
                 except Exception as e:  # the operator gets the error; the device stays up
                     status, body = 500, error_body("%s: %s" % (type(e).__name__, e))
         session.publish(protocol.method_response_topic(status, rid).encode(), body, 0)

@@ -17,7 +17,9 @@ _SCHEMA = {
     "address": (str, ""),  # where to dial when it differs from hub_host (tests, proxies)
     "port": (int, 8883),
     "auth": (str, "x509"),
-    "tls_profile": (str, "ecc+rsa"),
+    "tls_profile": (str, "auto"),
+    "tls_memory_file": (str, "/azure-iot/tls-profile.json"),  # "auto": the offer that worked, per hub ("" RAM only)
+    "tls_probe_s": (int, 604800),  # "auto": offer ECC again after this long on a hub where RSA worked
     "roots": ((str, list), "/azure-iot/roots"),
     "cert": (str, "/azure-iot/device.der"),
     "key": (str, "/azure-iot/device-key.der"),
@@ -40,7 +42,7 @@ _SCHEMA = {
 
 AUTH_METHODS = ("x509", "sas")
 QUEUE_POLICIES = ("drop-oldest", "drop-newest")
-TLS_PROFILES = ("ecc", "rsa", "ecc+rsa", "compat")
+TLS_PROFILES = ("auto", "ecc", "rsa", "ecc+rsa", "compat")
 
 # The hub drops a client after 1.5 x keepalive of silence, capped at 1767 s.
 _MAX_KEEPALIVE = 1177
@@ -76,6 +78,8 @@ class Config:
         if self.tls_profile not in TLS_PROFILES:
             raise ConfigError("%s: unknown cipher profile %r in key 'tls_profile' (use one of %s)"
                               % (source, self.tls_profile, ", ".join(TLS_PROFILES)))
+        if self.tls_probe_s < 0:
+            raise ConfigError("%s: key 'tls_probe_s' must not be negative" % source)
         if not 0 < self.port < 65536:
             raise ConfigError("%s: key 'port' must be 1..65535" % source)
         if not 0 <= self.keepalive <= _MAX_KEEPALIVE:

@@ -20,21 +20,19 @@ renews a SAS token before it expires by reconnecting, and sends the QoS 1
 telemetry that waited in the offline queue, oldest first.
 """
 
+import gc
 import time
 
 from . import certs, clock, protocol, sas, tlsconf
 from .backoff import Backoff
 from .cloud import CloudHandlers
 from .config import DEFAULT_PATH, Config, load as load_config
-from .errors import AziotError, ClockError, ConnectionLost, ConnectionRefused, ProtocolError, TlsError
+from .errors import (AziotError, ClockError, ConnectionLost, ConnectionRefused, MessageTooLarge, ProtocolError,
+                     RequestFailed, RequestTimeout, TlsError)
 from .mqtt import MqttSession
 from .outbox import Outbox
+from .profiles import ProfileChooser
 from .transport import open_socket
-
-_PROFILE_ORDER = {"ecc": ("ecc",), "rsa": ("rsa",), "compat": ("compat",),
-                  # The hub shows its ECC chain only to ECDSA-only offers;
-                  # a hub without one answers that offer with an alert.
-                  "ecc+rsa": ("ecc", "rsa")}
 
 _CONNACK_SERVER_UNAVAILABLE = 3  # the hub is busy or throttling: wait longer
 
@@ -56,6 +54,8 @@ class HubClient(CloudHandlers):
         self.outbox = Outbox(config.queue_size, config.queue_bytes, config.queue_policy,
                              config.queue_file or None, on_dropped)
         self.backoff = Backoff(config.reconnect_min_ms, config.reconnect_max_ms, config.throttle_ms)
+        self.profiles = ProfileChooser(config.tls_profile, config.hub_host, config.tls_memory_file,
+                                       config.tls_probe_s)
         self.stats = {"connects": 0, "connect_failures": 0, "links_lost": 0, "renewals": 0, "sent": 0}
         self.last_error = None  # the last failure poll() rode through, for logs
         self._reconnect = False  # becomes True with the first connect()
@@ -64,7 +64,8 @@ class HubClient(CloudHandlers):
         self._connected_at = 0
         self._renew_at = None  # clock seconds at which a SAS token is renewed
         # on_link(event, detail), for logs: ("lost", error), ("retry", (delay_ms, ceiling_ms)),
-        # ("attempt", failures so far), ("connected", session-present flag).
+        # ("attempt", failures so far), ("connected", session-present flag),
+        # ("twin", error): the connect-time twin fetch failed; poll() retries it.
         self.on_link = None
 
     @classmethod
@@ -118,8 +119,31 @@ class HubClient(CloudHandlers):
             self._session.close()
             self._session = None
         self.tls_max_fragment_length = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_der)
+        stream, sock = self._handshake(cert_der, key_der)
+        self._session = MqttSession(stream, protocol.client_id(cfg.device_id, cfg.module_id), self._username(),
+                                    password, cfg.keepalive, max_message=cfg.max_message, raw_sock=sock,
+                                    timeout=cfg.timeout)
+        self._subscribed = []
+        self._held_c2d = []  # packet ids belong to the old session: the hub redelivers those
+        try:
+            for topic, qos in self._subscriptions():
+                self._subscribe(topic, qos)
+        except BaseException:  # a failed connect() leaves no session behind
+            self._session.close()
+            raise
+        self.stats["connects"] += 1
+        self._connected_at = time.ticks_ms()
+        self._event("connected", self._session.session_present)
+        self._send_queued()  # what waited offline goes first
+        if self._desired_handler is not None and self._connected():
+            self._sync_twin()
+        return self._session.session_present
+
+    def _handshake(self, cert_der, key_der):
+        """TLS to the hub with the profile's offers in order; returns (TLS stream, TCP socket)."""
+        cfg = self.config
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
-        profiles = _PROFILE_ORDER[cfg.tls_profile]
+        profiles = self.profiles.order(self._now())
         for i, profile in enumerate(profiles):
             ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
             sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
@@ -128,25 +152,15 @@ class HubClient(CloudHandlers):
             except TlsError as e:
                 sock.close()
                 if e.code == tlsconf.ERR_FATAL_ALERT and i + 1 < len(profiles):
-                    continue  # no ECC certificate on this hub: try the next profile
+                    ctx = None
+                    gc.collect()  # the refused context's memory, before a board's heap fragments around it
+                    continue  # a standard hub refuses the ECDSA-only offer: make the next one
                 raise
+            self.profiles.worked(profile, self._now())
             self.tls_profile = profile
             if hasattr(stream, "cipher"):  # not on every firmware
                 self.tls_cipher, self.tls_version = stream.cipher()
-            break
-        self._session = MqttSession(stream, protocol.client_id(cfg.device_id, cfg.module_id), self._username(),
-                                    password, cfg.keepalive, max_message=cfg.max_message, raw_sock=sock,
-                                    timeout=cfg.timeout)
-        self._subscribed = []
-        for topic, qos in self._subscriptions():
-            self._subscribe(topic, qos)
-        if self._desired_handler is not None:
-            self._catch_up_desired()
-        self.stats["connects"] += 1
-        self._connected_at = time.ticks_ms()
-        self._event("connected", self._session.session_present)
-        self._send_queued()
-        return self._session.session_present
+            return stream, sock
 
     def _username(self):
         cfg = self.config
@@ -279,6 +293,8 @@ class HubClient(CloudHandlers):
                 return 0  # renewed the SAS token: reconnects at the next poll(), right away
             if self.outbox.first() is not None:
                 self._send_queued()
+            if self._twin_sync_due() and self._connected():
+                self._sync_twin()
             if self._connected() and not session.inbox:
                 session.pump(timeout_ms)
             return self._dispatch(session)

@@ -5,9 +5,10 @@ roots from flash, the device's X.509 identity, and a cipher profile:
   ecc    - the four ECDHE-ECDSA suites: the hub then presents its ECC chain,
            which is much smaller to receive and verify than the RSA one;
   rsa    - the four ECDHE-RSA suites IoT Hub enforces since 2025;
-  compat - whatever the firmware offers by default.
+  compat - the hub's eight suites in one offer (a preview hub then shows
+           its RSA chain, as every hub does to an offer with RSA suites).
 A ClientHello offering both kinds gets the RSA certificate (hub rule), so
-"ecc+rsa" is two handshakes, chosen one level up.
+ECC with an RSA fallback is two handshakes, chosen one level up (profiles).
 """
 
 import tls
@@ -35,7 +36,7 @@ RSA_SUITES = (
     "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256",
     "TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384",
 )
-PROFILES = {"ecc": ECC_SUITES, "rsa": RSA_SUITES, "compat": None}
+PROFILES = {"ecc": ECC_SUITES, "rsa": RSA_SUITES, "compat": ECC_SUITES + RSA_SUITES}
 
 # mbedTLS error codes worth a sentence of advice.
 ERR_FATAL_ALERT = -0x7780
@@ -43,8 +44,8 @@ ERR_BAD_INPUT_DATA = -0x7100
 ERR_INVALID_RECORD = -0x7200
 _HINTS = {
     ERR_FATAL_ALERT: "the hub sent a fatal alert: it shares no cipher suite with this profile "
-                     "('ecc' needs a hub with an ECC certificate; 'ecc+rsa' falls back) or it "
-                     "refused the TLS version or the client certificate",
+                     "('ecc' needs a preview-mode hub, the only kind with an ECC certificate; "
+                     "'auto' falls back to RSA) or it refused the TLS version or the client certificate",
     ERR_BAD_INPUT_DATA: "a TLS record larger than the receive buffer arrived: enable "
                         "Maximum Fragment Length or enlarge the mbedTLS IN buffer",
     -0x7880: "the hub closed the connection during the handshake",
@@ -75,12 +76,10 @@ def make_context(profile, root_paths, cert_der, key_der, cert_path="", key_path=
         except (ValueError, OSError) as e:
             raise CertificateError("device certificate or key rejected by mbedTLS (%s): %s, %s"
                                    % (_text(e), cert_path, key_path))
-    suites = PROFILES[profile]
-    if suites:
-        try:
-            ctx.set_ciphers(list(suites))
-        except (ValueError, OSError) as e:
-            raise TlsError("this firmware lacks the %r cipher suites (%s)" % (profile, _text(e)))
+    try:
+        ctx.set_ciphers(list(PROFILES[profile]))
+    except (ValueError, OSError) as e:
+        raise TlsError("this firmware lacks the %r cipher suites (%s)" % (profile, _text(e)))
     return ctx
 
 

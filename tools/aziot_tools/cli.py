@@ -230,8 +230,10 @@ def build_parser():
     p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8883, help="TCP port (default: %(default)s)")
     p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST, help="the hub's host name (default: %(default)s)")
-    p.add_argument("--mode", default="ecc-preview", choices=("ecc-preview", "ecc-only", "rsa-only"),
-                   help="server certificates offered (default: %(default)s)")
+    p.add_argument("--mode", default="standard", choices=("standard", "preview"),
+                   help="standard: RSA chain only, Maximum Fragment Length ignored, 16 KB records (nearly "
+                        "every real hub); preview: ECC chain for ECDSA-only offers, MFL honoured "
+                        "(default: %(default)s)")
     p.add_argument("--service-port", type=int, default=0,
                    help="loopback port of the service API for method/twin/c2d (default: any free port)")
     p.set_defaults(func=cmd_hub)
@@ -284,8 +286,9 @@ def build_parser():
     p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca", "sas"),
                    help="x509_thumbprint (self-signed ECC P-256), x509_ca (signed by the fleet CA), "
                         "or sas (a random device key in /azure-iot/sas.key) (default: %(default)s)")
-    p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa", "compat"),
-                   help="TLS cipher profile (default: %(default)s)")
+    p.add_argument("--profile", default="auto", choices=("auto", "ecc", "rsa", "ecc+rsa", "compat"),
+                   help="TLS cipher profile: auto offers ECC, falls back to RSA on a standard hub and "
+                        "remembers which worked (default: %(default)s)")
     p.add_argument("--hub-host", default=pki.DEFAULT_HUB_HOST,
                    help="the hub's host name (default: %(default)s, the emulator)")
     p.add_argument("--roots", default="emulator", choices=("emulator", "azure"),
@@ -311,7 +314,7 @@ def build_parser():
                                    "examples/remote_control.py and call a method, change a desired "
                                    "property, send a C2D message; stop everything.")
     p.add_argument("--messages", type=int, default=3)
-    p.add_argument("--profile", default="ecc+rsa", choices=("ecc", "rsa", "ecc+rsa"))
+    p.add_argument("--profile", default="auto", choices=("auto", "ecc", "rsa", "ecc+rsa"))
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("firmware", help="build firmware against a MicroPython checkout, or flash it",

@@ -47,16 +47,11 @@ def fleet_ca(state_dir: str) -> pki.Identity:
 
 def device_config(device_id: str, hub_host: str, **overrides) -> dict:
     config = {"hub_host": hub_host, "device_id": device_id, "auth": "x509",
-              "tls_profile": "ecc+rsa", "roots": "/azure-iot/roots"}
+              "tls_profile": "auto", "roots": "/azure-iot/roots"}
     if overrides.get("auth", "x509") == "x509":
         config.update(cert="/azure-iot/device.der", key="/azure-iot/device-key.der")
     config.update(overrides)
     return config
-
-
-def profile_kinds(tls_profile: str) -> tuple:
-    """Which server chains (and so roots) a device with this profile may meet."""
-    return {"ecc": ("ecc",), "rsa": ("rsa",)}.get(tls_profile, ("ecc", "rsa"))
 
 
 def emulator_root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
@@ -75,7 +70,9 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
     """Make (or take) the identity, register it with the emulator, write the image.
 
     roots: "emulator" (the emulator's test roots) or "azure" (the real hub's,
-    see roots.py). root_kinds defaults to what the TLS profile can meet.
+    see roots.py). root_kinds defaults to both chains' roots whatever the
+    profile: Microsoft asks devices to carry several roots so that the next
+    CA migration, or a move to a hub of the other kind, does not strand them.
     config_overrides go into config.json.
     """
     sas_key = None
@@ -90,7 +87,7 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
             device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "",
             module_id=config_overrides.get("module_id", ""), primary_key=sas_key or "")
     config = device_config(device_id, hub_host, **config_overrides)
-    kinds = root_kinds or profile_kinds(config["tls_profile"])
+    kinds = root_kinds or ("ecc", "rsa")
     if roots == "azure":
         files = azure_root_files(kinds)
     elif roots == "emulator":

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import pki
-from . import dialect, mqttwire, sas, tlspolicy
+from . import dialect, mqttwire, sas, tlsfront, tlspolicy
 from .c2d import C2DQueues
 from .registry import Registry, identity_key
 from .twins import TwinError, TwinStore
@@ -143,8 +143,11 @@ class ServerIdentity:
         with open(os.path.join(self.dir, name), "wb") as f:
             f.write(data)
 
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
     def read(self, name: str) -> bytes:
-        with open(os.path.join(self.dir, name), "rb") as f:
+        with open(self.path(name), "rb") as f:
             return f.read()
 
     def pair(self, kind: str):
@@ -156,7 +159,11 @@ class ServerIdentity:
 
 class HubEmulator:
     def __init__(self, state_dir: str, *, listen_host: str = "127.0.0.1", port: int = 8883,
-                 hub_host: str = pki.DEFAULT_HUB_HOST, tls_mode: str = "ecc-preview"):
+                 hub_host: str = pki.DEFAULT_HUB_HOST, tls_mode: str = "standard"):
+        """tls_mode: "standard" (what nearly every hub is: RSA chain, no MFL, 16 KB records)
+        or "preview" (ECC chain for ECDSA-only offers, MFL honoured)."""
+        if tls_mode not in tlspolicy.MODES:
+            raise ValueError("hub mode must be one of %s, not %r" % (", ".join(tlspolicy.MODES), tls_mode))
         os.makedirs(state_dir, exist_ok=True)
         self.state_dir = state_dir
         self.listen_host = listen_host
@@ -165,8 +172,12 @@ class HubEmulator:
         self.tls_mode = tls_mode
         self.identity = ServerIdentity(state_dir, hub_host)
         self.registry = Registry(os.path.join(state_dir, "registry.json"))
-        self._ctx = tlspolicy.make_server_context(
-            tls_mode, self.identity.pair("ecc"), self.identity.pair("rsa"), self.identity.dir)
+        self._ctx = self._front = None
+        if tls_mode == "preview":
+            self._ctx = tlspolicy.make_server_context(
+                self.identity.pair("ecc"), self.identity.pair("rsa"), self.identity.dir)
+        else:
+            self._front = tlsfront.TlsFront(self.identity.path("rsa-chain.pem"), self.identity.path("rsa-key.pem"))
         self._telemetry_path = os.path.join(state_dir, "telemetry.jsonl")
         self._lock = threading.Lock()
         self._telemetry = []
@@ -293,14 +304,25 @@ class HubEmulator:
 
     async def start(self):
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._handle, self.listen_host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("IoT Hub emulator for %s listening on %s:%d (TLS mode %s)",
+        if self._front is None:
+            self._server = await asyncio.start_server(self._handle, self.listen_host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+        else:  # devices reach the TLS front; it hands each connection to this loopback back end
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            try:
+                await self._front.start(self.listen_host, self.port, self._server.sockets[0].getsockname()[1])
+            except BaseException:
+                self._server.close()
+                raise
+            self.port = self._front.port
+        log.info("IoT Hub emulator for %s listening on %s:%d (%s hub)",
                  self.hub_host, self.listen_host, self.port, self.tls_mode)
 
     async def stop(self):
         """Close the listener and every connection, and wait for their handlers to end."""
         if self._server:
+            if self._front is not None:
+                await self._front.stop()
             self._server.close()
             for session in list(self._sessions.values()):
                 session.stream.close()
@@ -323,7 +345,10 @@ class HubEmulator:
         record = ConnectionRecord(peer)
         with self._lock:
             self._connections.append(record)
-        stream = tlspolicy.TlsStream(self._ctx, reader, writer)
+        if self._front is None:
+            stream = tlspolicy.TlsStream(self._ctx, reader, writer)
+        else:
+            stream = tlsfront.FrontStream(reader, writer)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -333,8 +358,14 @@ class HubEmulator:
             log.info("%s TLS refused: %s", peer, record.reason)
             writer.close()
             return
+        finally:
+            if self._front is not None:  # the device's address and timing, as the front saw them
+                record.peer = stream.peer or peer
+                record.handshake_ms = stream.handshake_ms
+                peer = record.peer
         record.result = "tls-ok"  # until CONNECT says more
-        record.handshake_ms = round((loop.time() - started) * 1000, 2)
+        if self._front is None:
+            record.handshake_ms = round((loop.time() - started) * 1000, 2)
         info = stream.info()
         record.tls_version, record.cipher, record.server_key = info["version"], info["cipher"], info["server_key"]
         record.handshake_bytes_in, record.handshake_bytes_out = stream.handshake_bytes

@@ -4,10 +4,13 @@ pyOpenSSL rather than CPython's `ssl`: the hub accepts self-signed device
 certificates (authenticated afterwards by thumbprint), which needs a verify
 callback that `ssl` does not offer.
 
-Certificate choice mirrors a preview ECC hub: it holds an ECC and an RSA
-chain and presents the ECC one only when the ClientHello offers ECDSA suites
-and no RSA suites. OpenSSL picks the certificate from the negotiated suite,
-so listing the RSA suites first with server preference gives exactly that.
+This is the preview-mode hub ("Transport Layer Security (TLS) support in
+IoT Hub", Microsoft Learn: the ECC server certificate and Maximum Fragment
+Length are preview features). It holds an ECC and an RSA chain and presents
+the ECC one only when the ClientHello offers ECDSA suites and no RSA suites.
+OpenSSL picks the certificate from the negotiated suite, so listing the RSA
+suites first with server preference gives exactly that; OpenSSL honours MFL
+(RFC 6066) by itself. The standard hub, which ignores MFL, is `tlsfront`.
 """
 
 import asyncio
@@ -30,17 +33,16 @@ ECC_SUITES = (
     "ECDHE-ECDSA-AES256-SHA384",
 )
 
-MODES = ("ecc-preview", "ecc-only", "rsa-only")
+# standard: RSA chain only, MFL ignored, 16 KB records (tlsfront); preview: ECC + RSA chains, MFL honoured.
+MODES = ("standard", "preview")
 
 
 class TlsRefused(Exception):
     """The handshake failed; the message is OpenSSL's reason."""
 
 
-def make_server_context(mode: str, ecc_chain=None, rsa_chain=None, workdir: str = None) -> SSL.Context:
-    """ecc_chain / rsa_chain: (chain_pem, key_pem) for the server identities."""
-    if mode not in MODES:
-        raise ValueError("TLS mode must be one of %s, not %r" % (", ".join(MODES), mode))
+def make_server_context(ecc_chain, rsa_chain, workdir: str = None) -> SSL.Context:
+    """The preview hub's context; ecc_chain / rsa_chain: (chain_pem, key_pem) for the server identities."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
@@ -49,16 +51,8 @@ def make_server_context(mode: str, ecc_chain=None, rsa_chain=None, workdir: str 
     # Ask for a client certificate but judge it ourselves after the handshake
     # (thumbprint or registered CA), as the hub does at CONNECT.
     ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errnum, depth, ok: True)
-    chains = []
-    if mode in ("ecc-preview", "ecc-only"):
-        chains.append(("ecc", ecc_chain))
-    if mode in ("ecc-preview", "rsa-only"):
-        chains.append(("rsa", rsa_chain))
     workdir = workdir or tempfile.mkdtemp(prefix="aziot-hub-tls-")
-    for kind, pair in chains:
-        if pair is None:
-            raise ValueError("TLS mode %s needs the %s server chain" % (mode, kind))
-        chain_pem, key_pem = pair
+    for kind, (chain_pem, key_pem) in (("ecc", ecc_chain), ("rsa", rsa_chain)):
         # OpenSSL keeps one chain per key type only when loaded from a file.
         path = os.path.join(workdir, "server-%s.pem" % kind)
         with open(path, "wb") as f:

@@ -1,7 +1,9 @@
 """Garbage from the network: the device stays up and keeps its queue; the emulator keeps serving."""
 
+import os
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -109,9 +111,9 @@ def test_device_survives_hostile_packets_and_keeps_its_queue(hub, provision_devi
     for name, data, expected in BAD_MESSAGE:
         hub._call(session.send(data), 10)
         assert device.expect("POLL-ERROR", timeout=10) == expected, name
-    # A method payload that is not JSON reaches the handler as bytes; the device answers.
-    result = hub.invoke_method("dev-hostile", "echo", None, timeout=10)
-    assert result.status == 200
+    # After all that, a method call still reaches the handler and is answered.
+    result = hub.invoke_method("dev-hostile", "echo", {"k": "v"}, timeout=10)
+    assert (result.status, result.payload) == (200, {"len": 10})
     time.sleep(0.3)
     hub.invoke_method("dev-hostile", "stop", None, timeout=10)
     done = device.expect("DONE", timeout=30)
@@ -181,3 +183,75 @@ def test_emulator_survives_plain_bytes_where_tls_belongs(hub, provision_device, 
             pass
     assert first_connection(hub).result == "tls-failed"
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
+
+
+def _read_packet(sock):
+    """One MQTT packet from a blocking socket: (first byte, body)."""
+    first = sock.recv(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = sock.recv(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    body = b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    return first, body
+
+
+def test_a_refused_subscription_fails_connect_and_closes_the_socket(hub_state, provision_device, run_device):
+    """A peer answering SUBACK 0x80 (as a broker may; the hub closes instead) fails connect(), and the
+    device closes its socket: no half-open session that sends telemetry but hears no methods."""
+    server = os.path.join(hub_state, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = {}
+
+    def peer():
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(10)
+            seen["connect"] = _read_packet(tls)[0]
+            tls.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+            kind, body = _read_packet(tls)
+            seen["subscribe"] = kind
+            tls.sendall(bytes((0x90, 3)) + body[:2] + b"\x80")  # SUBACK: refused
+            try:
+                seen["after"] = tls.recv(64)  # b"" once the device has closed the link
+            except OSError as e:
+                seen["after"] = e
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        dev = provision_device("dev-refused", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=5)
+        run = run_device(dev.image_path, """
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.on_method("reboot", lambda name, payload: None)
+            try:
+                hub.connect()
+                print("CONNECTED")
+            except Exception as e:
+                print("ERROR", type(e).__name__, e)
+            print("CONNECTED?", hub.connected)
+            try:
+                hub.send_telemetry(b"x", qos=0)
+            except Exception as e:
+                print("SEND", type(e).__name__, e)
+        """)
+    finally:
+        thread.join(30)
+        listener.close()
+    assert run.stdout.splitlines() == [
+        "ERROR ProtocolError the hub refused the subscription to $iothub/methods/POST/# (SUBACK return code 0x80)",
+        "CONNECTED? False",
+        "SEND ConnectionLost not connected to the hub: the link is down and poll() is reconnecting"], run.output
+    assert (seen["connect"], seen["subscribe"]) == (0x10, 0x82)
+    assert seen["after"] in (b"", b"\xe0\x00"), seen  # closed (a DISCONNECT first is fine too)

@@ -124,7 +124,7 @@ def test_after_an_automatic_reconnect_the_device_catches_up_on_desired_changes(h
         proxy.drop()  # the hub cannot push the change below: the device is offline
         device.expect("LINK lost")
         hub.update_desired("dev-catchup", {"led": "on"})
-        device.expect("LINK connected", timeout=20)  # then the catch-up, which runs inside connect
-        assert device.expect("DESIRED 2") == "DESIRED 2 [('led', 'on')]"
+        assert device.expect("DESIRED 2", timeout=20) == "DESIRED 2 [('led', 'on')]"
+        device.expect("LINK connected")  # (printed after the catch-up, which runs inside connect)
         hub.invoke_method("dev-catchup", "stop", None, timeout=10)
         assert device.expect("DONE") == "DONE 2 1"

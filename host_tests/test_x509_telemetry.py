@@ -152,7 +152,7 @@ def test_properties_are_url_encoded_on_the_wire(hub, provision_device, run_devic
     (msg,) = hub.telemetry("dev-props")
     assert msg.properties == {"alert": "hot", "k 2": "v/2&x", "unicode": "caf\u00e9"}
     assert msg.system_properties["$.cid"] == "corr-1"
-    # Same encoding as the Python SDK capture in PROTOCOL.md.
+    # Same encoding as a capture of the Python SDK (azure-iot-device 2.14.0).
     assert msg.topic.startswith("devices/dev-props/messages/events/%24.mid=msg-1&%24.cid=corr-1&")
     assert "k%202=v%2F2%26x" in msg.topic
     assert "unicode=caf%C3%A9" in msg.topic

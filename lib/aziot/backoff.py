@@ -1,7 +1,7 @@
 """When to try connecting again: exponential backoff with full jitter.
 
-Microsoft's guidance for IoT Hub (PROTOCOL.md, "Reconnect guidance"):
-exponential backoff with jitter, about 1 s minimum and 100 s maximum, and
+Microsoft's guidance for IoT Hub ("Manage connectivity and reliable
+messaging by using Azure IoT Hub device SDKs", Microsoft Learn): exponential backoff with jitter, about 1 s minimum and 100 s maximum, and
 never a fleet reconnecting in lockstep. Full jitter (the wait is uniform in
 [0, ceiling], the ceiling doubling per failure up to the cap) spreads a
 fleet that lost the hub at the same moment. A hub that says it is busy

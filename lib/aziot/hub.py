@@ -131,12 +131,13 @@ class HubClient(CloudHandlers):
         except BaseException:  # a failed connect() leaves no session behind
             self._session.close()
             raise
-        self.stats["connects"] += 1
         self._connected_at = time.ticks_ms()
-        self._event("connected", self._session.session_present)
         self._send_queued()  # what waited offline goes first
         if self._desired_handler is not None and self._connected():
             self._sync_twin()
+        if self._connected():  # (a link that broke meanwhile was reported "lost"; poll() reconnects)
+            self.stats["connects"] += 1
+            self._event("connected", self._session.session_present)
         return self._session.session_present
 
     def _handshake(self, cert_der, key_der):
@@ -238,6 +239,10 @@ class HubClient(CloudHandlers):
         topic = protocol.telemetry_topic(self.config.device_id, self.config.module_id, properties, system).encode()
         if isinstance(payload, str):
             payload = payload.encode()
+        if len(topic) + len(payload) > protocol.MAX_D2C_MESSAGE:
+            raise ValueError("device-to-cloud message of %d bytes with its properties; IoT Hub accepts "
+                             "at most %d and closes the connection of a device that sends more"
+                             % (len(topic) + len(payload), protocol.MAX_D2C_MESSAGE))
         if qos == 0:
             self._live().publish(topic, payload, 0)
             self.stats["sent"] += 1

@@ -216,8 +216,10 @@ class MqttSession:
             self._client.subscribe(topic, qos)
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
             raise self._failed(doing, e)
-        except Exception as e:  # umqtt.simple's MQTTException: the hub refused the filter
-            raise ProtocolError("the hub refused the subscription to %s (%s)" % (_text(topic), e))
+        except Exception as e:  # umqtt.simple's MQTTException(return code): the peer refused the filter
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+            raise ProtocolError("the hub refused the subscription to %s (%s)" % (
+                _text(topic), "SUBACK return code 0x%02X" % code if code is not None else e))
         self.last_sent = time.ticks_ms()
 
     def acknowledge(self, packet_id):

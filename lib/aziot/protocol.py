@@ -2,7 +2,7 @@
 
 Rules from "Communicate with an IoT hub using the MQTT protocol"
 (learn.microsoft.com/azure/iot/iot-mqtt-connect-to-iot-hub) and the
-traffic of the official Python device SDK; see PROTOCOL.md in the project.
+traffic of the official Python device SDK (azure-iot-device 2.14.0).
 """
 
 from .errors import ProtocolError
@@ -22,6 +22,10 @@ PROP_CONTENT_ENCODING = "$.ce"
 PROP_EXPIRY = "$.exp"
 PROP_CREATION_TIME = "$.ctime"
 PROP_COMPONENT = "$.sub"
+
+# "IoT Hub quotas and throttling" (Microsoft Learn): a device-to-cloud message, body and
+# properties, is at most 256 KB; the hub ends the connection of a device that sends more.
+MAX_D2C_MESSAGE = 262144
 
 CONNACK_MEANINGS = {
     1: "unacceptable protocol version",
@@ -177,8 +181,8 @@ def parse_connack(packet):
 
 
 # --- What the hub sends the device: C2D, direct methods, twin ----------------
-# Topics from "Communicate with an IoT hub using the MQTT protocol"; see
-# PROTOCOL.md. Modules get methods and twin on the same `$iothub/` topics
+# Topics from "Communicate with an IoT hub using the MQTT protocol" (Microsoft
+# Learn). Modules get methods and twin on the same `$iothub/` topics
 # as devices, but no cloud-to-device messages.
 
 METHODS_SUBSCRIPTION = "$iothub/methods/POST/#"

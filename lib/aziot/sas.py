@@ -2,7 +2,7 @@
 
 MicroPython has no `hmac` module, so HMAC (RFC 2104) is written here over
 `hashlib.sha256` and checked against the RFC 4231 test vectors. Token
-format from "Control access to IoT Hub with SAS" (see PROTOCOL.md):
+format from "Control access to IoT Hub with SAS" (Microsoft Learn):
 
     SharedAccessSignature sr={URL-encoded resource}&sig={URL-encoded base64 HMAC}&se={expiry}
 

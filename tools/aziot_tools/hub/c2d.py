@@ -1,4 +1,4 @@
-"""Cloud-to-device messages as the hub queues them (PROTOCOL.md, "Cloud → device").
+"""Cloud-to-device messages as the hub queues them ("Send cloud-to-device messages from an IoT hub", Microsoft Learn).
 
 Each device has a queue of at most 50 messages of at most 64 KB. A message
 stays queued until the device acknowledges its delivery (PUBACK), so one

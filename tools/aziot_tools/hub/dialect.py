@@ -1,6 +1,6 @@
 """IoT Hub's MQTT dialect, server side: user names, topics, property bags.
 
-Written from the hub's documentation and SDK traffic (PROTOCOL.md), never
+Written from the hub's documentation (Microsoft Learn) and SDK traffic (azure-iot-device 2.14.0), never
 from the device library, so the two cannot share a mistake.
 """
 
@@ -93,6 +93,11 @@ TWIN_RESPONSE_FILTER = "$iothub/twin/res/#"
 DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
 
 
+# The Azure SDK for Embedded C subscribes to C2D with a wildcard for the device id
+# (AZ_IOT_HUB_CLIENT_C2D_SUBSCRIBE_TOPIC in sdk/inc/azure/iot/az_iot_hub_client.h); the hub accepts it.
+C2D_WILDCARD_FILTER = "devices/+/messages/devicebound/#"
+
+
 def c2d_filter(device_id: str) -> str:
     return "devices/%s/messages/devicebound/#" % device_id
 
@@ -101,8 +106,12 @@ def allowed_filters(device_id: str, module_id: str = "") -> set:
     """What the hub lets this identity subscribe to: modules get no C2D."""
     filters = {METHODS_FILTER, TWIN_RESPONSE_FILTER, DESIRED_FILTER}
     if not module_id:
-        filters.add(c2d_filter(device_id))
+        filters.update((c2d_filter(device_id), C2D_WILDCARD_FILTER))
     return filters
+
+
+def wants_c2d(subscriptions, device_id: str) -> bool:
+    return c2d_filter(device_id) in subscriptions or C2D_WILDCARD_FILTER in subscriptions
 
 
 def _request_id(topic: str, query: str) -> str:

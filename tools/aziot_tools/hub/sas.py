@@ -1,4 +1,4 @@
-"""Checking SAS tokens the way IoT Hub does (PROTOCOL.md, "SAS tokens").
+"""Checking SAS tokens the way IoT Hub does ("Control access to IoT Hub with shared access signatures", Microsoft Learn).
 
 `SharedAccessSignature sr={URL-encoded resource}&sig={URL-encoded base64 HMAC}&se={expiry}`
 where the HMAC-SHA256 (key: the base64-decoded device key) covers the

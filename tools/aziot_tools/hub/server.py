@@ -42,6 +42,10 @@ CONNACK_NOT_AUTHORIZED = 5
 
 CONNECT_TIMEOUT = 10.0
 MAX_SUBSCRIPTIONS = 5  # per connection, as the hub allows
+# "IoT Hub quotas and throttling" (Microsoft Learn): a device-to-cloud message is at most 256 KB.
+MAX_D2C_MESSAGE = 256 * 1024
+TOO_MANY_REQUESTS = 429
+BAD_REQUEST = 400
 
 # What the hub answers a method call it cannot deliver (service API errors).
 DEVICE_NOT_ONLINE = 404
@@ -192,6 +196,7 @@ class HubEmulator:
         self._loop = None
         self._handlers = set()  # tasks serving a connection
         self._throttled_until = 0.0
+        self._twin_throttled_until = 0.0
 
     # --- service API (safe to call from another thread) -------------------
 
@@ -247,6 +252,11 @@ class HubEmulator:
         """Answer every CONNECT with CONNACK 3 (server unavailable) for a while, as a busy hub does."""
         self._throttled_until = time.time() + seconds
 
+    def throttle_twin(self, seconds: float):
+        """Answer twin GET and reported PATCH with 429 for a while: the hub throttles twin
+        operations per unit ("IoT Hub quotas and throttling", Microsoft Learn)."""
+        self._twin_throttled_until = time.time() + seconds
+
     def connected(self, device_id: str, module_id: str = "") -> bool:
         return identity_key(device_id, module_id) in self._sessions
 
@@ -266,7 +276,10 @@ class HubEmulator:
         future = asyncio.get_running_loop().create_future()
         self._method_calls[rid] = (identity, future)
         try:
-            await session.publish("$iothub/methods/POST/%s/?$rid=%s" % (name, rid), json.dumps(payload).encode())
+            # A method invoked without a payload reaches the device with an empty body, not "null"
+            # (the Python service SDK's invoke_method sends none; the device SDKs hand over b"").
+            body = b"" if payload is None else json.dumps(payload).encode()
+            await session.publish("$iothub/methods/POST/%s/?$rid=%s" % (name, rid), body)
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             return MethodResult(GATEWAY_TIMEOUT, {"errorCode": 504101, "message": "timed out waiting for "
@@ -290,7 +303,7 @@ class HubEmulator:
 
     async def _deliver_c2d(self, device_id):
         session = self._sessions.get(device_id)
-        if session is None or dialect.c2d_filter(device_id) not in session.subscriptions:
+        if session is None or not dialect.wants_c2d(session.subscriptions, device_id):
             return
         for msg in self.c2d.pending(device_id):
             if msg in session.inflight.values():
@@ -449,6 +462,9 @@ class HubEmulator:
                  record.tls_version, record.cipher, record.server_key,
                  "SAS" if record.auth == "sas" else "client thumbprint %s" % record.client_thumbprint)
         if not record.module_id:
+            # Clean session 0 keeps the C2D subscription: messages queued while the device was away
+            # go out right after CONNACK, before it subscribes again ("Communicate with an IoT hub
+            # using the MQTT protocol", Microsoft Learn, on CleanSession 0).
             await self._deliver_c2d(record.device_id)
         # The hub drops a client after 1.5 x keepalive of silence.
         idle = connect.keepalive * 1.5 if connect.keepalive else None
@@ -492,14 +508,16 @@ class HubEmulator:
         allowed = dialect.allowed_filters(record.device_id, record.module_id)
         codes = []
         for topic, qos in topics:
-            if topic in allowed and (topic in session.subscriptions or len(session.subscriptions) < MAX_SUBSCRIPTIONS):
-                session.subscriptions.add(topic)
-                codes.append(min(qos, 1))
-            else:
-                log.info("%s %s: subscription to %r refused", record.peer, record.device_id, topic)
-                codes.append(0x80)
+            # The hub is not a general broker ("Communicate with an IoT hub using the MQTT protocol",
+            # Microsoft Learn): a filter it does not serve ends the connection, with no SUBACK 0x80.
+            if topic not in allowed:
+                raise dialect.DialectError("SUBSCRIBE to %r, a topic the hub does not serve" % topic)
+            if topic not in session.subscriptions and len(session.subscriptions) >= MAX_SUBSCRIPTIONS:
+                raise dialect.DialectError("SUBSCRIBE beyond %d subscriptions" % MAX_SUBSCRIPTIONS)
+            session.subscriptions.add(topic)
+            codes.append(min(qos, 1))
         await session.send(mqttwire.suback(packet_id, codes))
-        if dialect.c2d_filter(record.device_id) in session.subscriptions and not record.module_id:
+        if dialect.wants_c2d(session.subscriptions, record.device_id) and not record.module_id:
             await self._deliver_c2d(record.device_id)
 
     def _on_puback(self, session, packet_id):
@@ -514,7 +532,9 @@ class HubEmulator:
             raise dialect.DialectError("QoS 2 publish to %r (the hub closes the connection)" % pub.topic)
         # Anything but the topics this identity may publish to ends the connection (hub ACL).
         request = dialect.parse_device_publish(pub.topic, record.device_id, record.module_id)
-        if request[0] == dialect.TWIN_GET:
+        if request[0] in (dialect.TWIN_GET, dialect.TWIN_REPORTED) and time.time() < self._twin_throttled_until:
+            await self._twin_response(session, TOO_MANY_REQUESTS, request[1], b"")
+        elif request[0] == dialect.TWIN_GET:
             await self._twin_response(session, 200, request[1], json.dumps(
                 self.twins.device_view(self._client_id(record))).encode())
         elif request[0] == dialect.TWIN_REPORTED:
@@ -529,6 +549,9 @@ class HubEmulator:
         elif request[0] == dialect.METHOD_RESPONSE:
             self._method_response(record, request[1], request[2], pub.payload)
         else:
+            size = len(pub.payload) + len(pub.topic.encode())  # body and properties (in the topic)
+            if size > MAX_D2C_MESSAGE:
+                raise dialect.DialectError("device-to-cloud message of %d bytes, over the hub's 256 KB" % size)
             self._store_telemetry(record, pub, request[1])
         if pub.qos == 1:
             await session.send(mqttwire.puback(pub.packet_id))
@@ -551,7 +574,13 @@ class HubEmulator:
         try:
             payload = json.loads(body) if body else None
         except ValueError:
-            payload = body.decode("utf-8", "replace")
+            # The device's response payload must be JSON ("Understand and invoke direct methods
+            # from IoT Hub", Microsoft Learn); what the hub does otherwise is not documented, so
+            # the caller gets a failure rather than text a real hub might never pass on.
+            log.info("%s method response for %s is not JSON (%d bytes)", record.device_id, rid, len(body))
+            future.set_result(MethodResult(BAD_REQUEST, {"errorCode": BAD_REQUEST, "message":
+                                                         "the device's method response is not valid JSON"}))
+            return
         future.set_result(MethodResult(status, payload))
 
     def _fail_method_calls(self, identity):

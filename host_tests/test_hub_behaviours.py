@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from aziot_tools.faults import FaultProxy
 from aziot_tools.hub.server import BackgroundHub
 from devicecode import eventually, free_port, outcome
 
@@ -222,3 +223,55 @@ def test_a_throttled_twin_at_connect_does_not_cost_the_connection(hub_state, pro
         # Retried from poll() with backoff (a retry inside the throttled second gets 429 again).
         assert [l for l in lines[3:] if not l.startswith("LINK twin")] == ["DESIRED 2 [('led', 'on')]", "DONE 1 0"]
         assert [m.system_properties["$.mid"] for m in hub.telemetry("dev-429")] == ["q0", "q1", "q2"]
+
+
+LARGE_APP = """
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+got = []
+hub.on_desired(lambda patch, version: print("DESIRED", version, len(patch["blob"])))
+hub.on_c2d(lambda msg: got.append(msg))
+hub.on_link = lambda event, detail: print("LINK", event, type(detail).__name__, detail) if event == "twin" else None
+hub.connect()
+print("READY", hub.tls_profile)
+while not got:
+    hub.poll(200)
+print("C2D", got[0].message_id, len(got[0].payload), bytes(got[0].payload[:4]))
+hub.disconnect()
+"""
+
+
+def test_large_messages_in_full_size_records(any_hub, provision_device, live_device):
+    """A 30 KB desired twin and a 60 KB C2D message (hub limits: 32 KB, 64 KB). A standard hub sends
+    them in records of up to 16 KB, a preview hub too when no MFL was asked for."""
+    hub = any_hub
+    with FaultProxy(hub.port) as proxy:
+        dev = provision_device("dev-large", address="127.0.0.1", port=proxy.port, max_message=65536)
+        hub.update_desired("dev-large", {"blob": "d" * 30000})
+        device = live_device(dev.image_path, LARGE_APP)
+        assert device.expect("DESIRED") == "DESIRED 2 30000"
+        device.expect("READY")
+        hub.send_c2d("dev-large", b"big!" + b"c" * (60 * 1024 - 4), message_id="c2d-60k")
+        assert device.expect("C2D") == "C2D c2d-60k 61440 b'big!'"
+        assert device.wait() == 0, device.output
+    largest = max(length for from_hub, kind, length in proxy.records if from_hub and kind == 23)
+    assert largest > 16384, largest  # full 16 KB records (plus the cipher's overhead) reached the device
+
+
+def test_a_twin_larger_than_max_message_does_not_cost_the_connection(hub, provision_device, run_device):
+    dev = provision_device("dev-bigtwin", hub, max_message=1024)
+    hub.update_desired("dev-bigtwin", {"blob": "d" * 2000})
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.on_desired(lambda patch, version: print("DESIRED", version))
+        hub.on_link = lambda event, detail: print("LINK", event, type(detail).__name__, detail)
+        hub.connect()
+        hub.send_telemetry(b"still here")
+        print("SENT", hub.connected, type(hub.last_error).__name__)
+        hub.disconnect()
+    """)
+    assert run.stdout.splitlines() == [
+        "LINK twin MessageTooLarge twin GET answer of 2069 bytes exceeds max_message 1024",
+        "LINK connected bool False", "SENT True MessageTooLarge"], run.output
+    assert len(hub.telemetry("dev-bigtwin")) == 1

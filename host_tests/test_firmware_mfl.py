@@ -14,10 +14,12 @@ from aziot_tools import device, firmware, pki
 from aziot_tools.faults import FaultProxy
 from devicecode import CONNECT_AND_SEND, outcome
 
-BOARD = firmware.unix_mfl_binary("micropython")
+BOARD = firmware.unix_mfl_binary("micropython")  # the boards' profile: IN 16384, OUT 4096, MFL 2048
 STOCK_BUFFERS = firmware.unix_mfl_binary("micropython-16k")
+SMALL = firmware.unix_mfl_binary("micropython-4k")  # preview hubs only
 SMALLEST = firmware.unix_mfl_binary("micropython-2k")
 needs_mfl_build = pytest.mark.skipif(BOARD is None, reason="no unix-mfl build: run `make unix-mfl MPY_DIR=...`")
+needs_small_build = pytest.mark.skipif(SMALL is None, reason="no micropython-4k unix-mfl build")
 
 HANDSHAKE, APPLICATION_DATA = 22, 23
 
@@ -74,14 +76,12 @@ def full_round_trip(hub, provision_device, unix_lib, binary, device_id, proxy, *
 
 @needs_mfl_build
 @pytest.mark.parametrize("mfl", [512, 1024, 2048, 4096])
-def test_hub_records_never_exceed_the_negotiated_fragment_length(hub, provision_device, unix_lib, mfl):
-    # mbedTLS advertises at most its smaller record buffer: 4096 needs the 16k build's 4 KB send buffer.
-    binary = BOARD if mfl <= 2048 else STOCK_BUFFERS
-    if binary is None:
-        pytest.skip("no micropython-16k unix-mfl build")
+def test_preview_hub_records_never_exceed_the_agreed_fragment_length(preview_hub, provision_device, unix_lib,
+                                                                     mfl):
+    hub = preview_hub
     with FaultProxy(hub.port) as proxy:
-        lines, result = full_round_trip(hub, provision_device, unix_lib, binary, "dev-mfl-%d" % mfl, proxy,
-                                        tls_profile="ecc", max_fragment_length=mfl)
+        lines, result = full_round_trip(hub, provision_device, unix_lib, BOARD, "dev-mfl-%d" % mfl, proxy,
+                                        max_fragment_length=mfl)
         records = list(proxy.records)
     assert "TWIN 4096 MFL %d" % mfl in lines and (result.status, result.payload) == (200, {"bytes": 8192})
     from_hub = [length for up, kind, length in records if up]
@@ -93,38 +93,77 @@ def test_hub_records_never_exceed_the_negotiated_fragment_length(hub, provision_
     assert len(msg.payload) == 8192
 
 
+HEAP_APP = """
+import aziot_tls
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+got = []
+hub.on_c2d(lambda msg: got.append(len(msg.payload)))
+aziot_tls.reset_peak()
+hub.connect()
+twin = hub.get_twin()
+print("CONNECTED", hub.tls_profile, hub.tls_max_fragment_length, aziot_tls.heap()[0], len(twin["desired"]["blob"]))
+while not got:
+    hub.poll(200)
+print("C2D", got[0], "PEAK", aziot_tls.heap()[1])
+hub.disconnect()
+"""
+
+
 @needs_mfl_build
-def test_without_mfl_the_hub_sends_16_kb_records_and_a_small_buffer_fails_clearly(hub, provision_device,
-                                                                                   unix_lib):
-    """The same board build with the extension off: the first record larger than IN ends the link."""
+def test_the_board_build_carries_16_kb_records_from_a_standard_hub_and_shrinks_only_on_agreement(
+        any_hub, provision_device, unix_lib):
+    """The board profile asks for MFL 2048. A standard hub ignores it and sends 16 KB records: the receive
+    buffer must stay whole (mbedTLS 3.6 alone would shrink it to 2048). A preview hub agrees: it shrinks."""
+    hub = any_hub
     with FaultProxy(hub.port) as proxy:
-        dev = provision_device("dev-nomfl", address="127.0.0.1", port=proxy.port, tls_profile="ecc",
-                               max_fragment_length=0, reconnect_min_ms=5000)
-        hub.update_desired("dev-nomfl", {"blob": "d" * 6000})  # the twin answer: one 6 KB record
-        run = run_with(BOARD, dev.image_path, """
-            from aziot.hub import HubClient
-            from aziot.errors import AziotError
-            hub = HubClient.from_flash()
-            hub.connect()
-            print("CONNECTED MFL", hub.tls_max_fragment_length)
-            try:
-                hub.get_twin()
-                print("TWIN")
-            except AziotError as e:
-                print("ERROR", type(e).__name__, e)
-        """, unix_lib)
-        records = list(proxy.records)
-    assert "CONNECTED MFL 0" in run.stdout, run.output
-    assert ("ERROR ConnectionLost connection lost while reading from the hub: a TLS record larger than this "
-            "firmware's receive buffer arrived (enable max_fragment_length, or build with a larger "
-            "MBEDTLS_SSL_IN_CONTENT_LEN)") in run.stdout, run.output
-    assert max(length for up, kind, length in records if up) > 4096  # what MFL would have cut
+        dev = provision_device("dev-board", address="127.0.0.1", port=proxy.port, max_message=65536)
+        hub.update_desired("dev-board", {"blob": "d" * 30000})
+        with live_with(BOARD, dev.image_path, HEAP_APP, unix_lib) as live:
+            connected = live.expect("CONNECTED", timeout=30).split()
+            hub.send_c2d("dev-board", b"c" * (60 * 1024), message_id="c2d-60k")
+            done = live.expect("C2D", timeout=30).split()
+        records = [length for up, kind, length in proxy.records if up and kind == APPLICATION_DATA]
+    profile, agreed, heap_after, twin = connected[1], int(connected[2]), int(connected[3]), int(connected[4])
+    assert twin == 30000 and done[1] == str(60 * 1024), live.output
+    if hub.tls_mode == "standard":
+        assert (profile, agreed) == ("rsa", 0)
+        assert max(records) > 16384  # full-size records reached the device and fit
+        assert heap_after > 16384  # the 16 KB receive buffer was kept
+    else:
+        assert (profile, agreed) == ("ecc", 2048)
+        assert max(records) <= 2048 + 80
+        assert heap_after < 12 * 1024  # both buffers down to the agreed 2 KB
+
+
+@needs_small_build
+@pytest.mark.parametrize("mfl", [2048, 0])
+def test_a_small_buffer_build_is_refused_by_name_where_16_kb_records_may_come(any_hub, provision_device,
+                                                                              unix_lib, mfl):
+    """The 4 KB build works only where the hub agreed to MFL; anywhere else it stops at connect,
+    before the first 16 KB record could end the link."""
+    hub = any_hub
+    dev = provision_device("dev-small", hub, max_fragment_length=mfl)
+    run = run_with(SMALL, dev.image_path, CONNECT_AND_SEND, unix_lib)
+    if hub.tls_mode == "preview" and mfl:
+        assert outcome(run) == "DONE", run.output
+        assert "CONNECTED ecc" in run.stdout
+        return
+    where = "emulated-hub.azure-devices.net (127.0.0.1:%d) with profile '%s'" % (
+        hub.port, "rsa" if hub.tls_mode == "standard" else "ecc")
+    assert outcome(run) == (
+        "ERROR TlsError %s did not agree to Maximum Fragment Length %s, so it may send records of up to 16384 "
+        "bytes, and this firmware's receive buffer holds 4096: small buffers work only with preview-mode hubs; "
+        "for standard hubs use a firmware with MBEDTLS_SSL_IN_CONTENT_LEN 16384 (the aziot board default)"
+        % (where, mfl or "(none asked for)")), run.output
+    assert hub.telemetry() == []
 
 
 @needs_mfl_build
 @pytest.mark.skipif(SMALLEST is None, reason="no micropython-2k unix-mfl build")
-def test_the_smallest_build_works_with_the_ecc_chain_and_says_rsa_is_not_in_it(hub, provision_device,
+def test_the_smallest_build_works_with_the_ecc_chain_and_says_rsa_is_not_in_it(preview_hub, provision_device,
                                                                                unix_lib):
+    hub = preview_hub
     with FaultProxy(hub.port) as proxy:
         lines, result = full_round_trip(hub, provision_device, unix_lib, SMALLEST, "dev-2k", proxy,
                                         tls_profile="ecc")
@@ -134,10 +173,10 @@ def test_the_smallest_build_works_with_the_ecc_chain_and_says_rsa_is_not_in_it(h
     assert outcome(run).startswith("ERROR TlsError this firmware lacks the 'rsa' cipher suites"), run.output
 
 
-@needs_mfl_build
+@needs_small_build
 def test_a_fragment_length_above_the_firmwares_buffers_is_refused_by_name(hub, provision_device, unix_lib):
     dev = provision_device("dev-mfl-big", hub, max_fragment_length=4096)
-    run = run_with(BOARD, dev.image_path, CONNECT_AND_SEND, unix_lib)
+    run = run_with(SMALL, dev.image_path, CONNECT_AND_SEND, unix_lib)
     assert outcome(run) == ("ERROR ConfigError key 'max_fragment_length': max fragment length 4096 exceeds "
                             "this firmware's TLS buffers (in 4096, out 2048)")
 
@@ -175,8 +214,9 @@ def test_asking_for_mfl_on_a_firmware_without_the_hook_says_so_once(hub, provisi
 
 @needs_mfl_build
 @pytest.mark.skipif(SMALLEST is None, reason="no micropython-2k unix-mfl build")
-def test_a_handshake_record_too_big_for_the_buffer_names_the_buffer(hub, provision_device, unix_lib):
+def test_a_handshake_record_too_big_for_the_buffer_names_the_buffer(preview_hub, provision_device, unix_lib):
     """The 2 KB build with MFL off: the hub's first flight (2.1 KB in one record) cannot fit."""
+    hub = preview_hub
     dev = provision_device("dev-2k-nomfl", hub, tls_profile="ecc", max_fragment_length=0)
     out = outcome(run_with(SMALLEST, dev.image_path, CONNECT_AND_SEND, unix_lib))
     assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net"), out

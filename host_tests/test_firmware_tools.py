@@ -66,6 +66,8 @@ def test_board_folders_reuse_upstream_and_add_the_hook_and_the_library(board):
     assert 'include("../../firmware/manifest.py")' in manifest
     if board == "ESP32_GENERIC":
         sdk = open(os.path.join(folder, "sdkconfig.aziot")).read()
-        assert "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=4096" in sdk and "CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH=y" in sdk
+        # A standard hub sends 16 KB records: the default board build must hold them.
+        assert "CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN=16384" in sdk and "CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH=y" in sdk
     else:
         assert "MBEDTLS_CONFIG_FILE ${AZIOT_DIR}/firmware/aziot_tls/aziot_mbedtls_config.h" in cmake
+        assert "set(AZIOT_TLS_IN_LEN 16384)" in cmake

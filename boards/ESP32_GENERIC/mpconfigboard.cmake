@@ -18,9 +18,9 @@ list(APPEND SDKCONFIG_DEFAULTS ${CMAKE_CURRENT_LIST_DIR}/sdkconfig.aziot)
 
 set(MICROPY_FROZEN_MANIFEST ${CMAKE_CURRENT_LIST_DIR}/manifest.py)
 
-set(AZIOT_TLS_IN_LEN 4096)  # informational here: sdkconfig.aziot sets the real sizes
-set(AZIOT_TLS_OUT_LEN 2048)
+set(AZIOT_TLS_IN_LEN 16384)  # informational here: sdkconfig.aziot sets the real sizes
+set(AZIOT_TLS_OUT_LEN 4096)
 set(AZIOT_TLS_DEFAULT_MFL 2048)
-set(AZIOT_TLS_VARIABLE_BUFFERS 1)  # shrink both buffers to the MFL after the handshake
+set(AZIOT_TLS_VARIABLE_BUFFERS 1)  # shrink both buffers to an agreed MFL after the handshake
 set(AZIOT_TLS_ECC_ONLY 0)
 set(USER_C_MODULES ${AZIOT_DIR}/firmware/aziot_tls/micropython.cmake)

@@ -37,9 +37,9 @@
 
 // After the handshake, shrink the record buffers to the negotiated fragment
 // length: the handshake still needs IN for the hub's Certificate message,
-// the rest of the connection only MFL-sized records. Note: with no MFL
-// negotiated, mbedTLS then shrinks IN to min(IN, OUT), so a connection
-// without MFL takes records of at most that size.
+// the rest of the connection only MFL-sized records. mbedTLS 3.6 alone would
+// shrink IN to the MFL asked for even when the hub ignored it, or to
+// min(IN, OUT) without MFL; aziot_tls keeps IN whole unless the hub agreed.
 #ifndef AZIOT_TLS_VARIABLE_BUFFERS
 #define AZIOT_TLS_VARIABLE_BUFFERS (1)
 #endif
@@ -48,10 +48,10 @@
 #endif
 
 #ifndef AZIOT_TLS_IN_LEN
-#define AZIOT_TLS_IN_LEN (4096)
+#define AZIOT_TLS_IN_LEN (16384)
 #endif
 #ifndef AZIOT_TLS_OUT_LEN
-#define AZIOT_TLS_OUT_LEN (2048)
+#define AZIOT_TLS_OUT_LEN (4096)
 #endif
 #undef MBEDTLS_SSL_MAX_CONTENT_LEN
 #undef MBEDTLS_SSL_IN_CONTENT_LEN

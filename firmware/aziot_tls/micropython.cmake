@@ -16,6 +16,7 @@ target_compile_definitions(usermod_aziot_tls INTERFACE
     AZIOT_TLS_DEFAULT_MFL=${AZIOT_TLS_DEFAULT_MFL}
     AZIOT_TLS_VARIABLE_BUFFERS=${AZIOT_TLS_VARIABLE_BUFFERS}
 )
-target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults)
+target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults
+    -Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup)
 
 target_link_libraries(usermod INTERFACE usermod_aziot_tls)

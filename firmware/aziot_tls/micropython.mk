@@ -3,8 +3,8 @@
 # The Makefile's `unix-mfl` target passes all of this.
 AZIOT_TLS_DIR := $(USERMOD_DIR)
 
-AZIOT_TLS_IN_LEN ?= 4096
-AZIOT_TLS_OUT_LEN ?= 2048
+AZIOT_TLS_IN_LEN ?= 16384
+AZIOT_TLS_OUT_LEN ?= 4096
 AZIOT_TLS_ECC_ONLY ?= 0
 AZIOT_TLS_DEFAULT_MFL ?= 0
 AZIOT_TLS_VARIABLE_BUFFERS ?= 1
@@ -19,4 +19,5 @@ CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
 	-DAZIOT_TLS_VARIABLE_BUFFERS=$(AZIOT_TLS_VARIABLE_BUFFERS)
 
 # The hook: every mbedtls_ssl_config_defaults() call goes through aziot_tls first.
-LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults
+LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults \
+	-Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup

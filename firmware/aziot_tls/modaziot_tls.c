@@ -12,18 +12,25 @@
 //     aziot_tls.set_max_fragment_length(1024)    # 512, 1024, 2048, 4096; 0: off
 //     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
 //
+// A hub that ignores the extension (every standard IoT Hub) sends records of
+// up to 16 KB; see "did the hub agree" below for what mbedTLS 3.6 does then
+// and how this module keeps the receive buffer whole.
+//
 // It also reports the record buffers the firmware was built with and, when
 // AZIOT_TLS_COUNT_ALLOC is on, how much heap mbedTLS holds (now, and at most
 // since reset_peak()): the measurement behind the README's memory table.
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "py/objstr.h"
 #include "py/runtime.h"
 
 #if MICROPY_SSL_MBEDTLS
 
+// The wrap-up hook reads and briefly sets private fields of the SSL context.
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
 #include "mbedtls/build_info.h"
 #include "mbedtls/platform.h"
 #include "mbedtls/ssl.h"
@@ -65,6 +72,150 @@ int __wrap_mbedtls_ssl_config_defaults(mbedtls_ssl_config *conf, int endpoint, i
         ret = mbedtls_ssl_conf_max_frag_len(conf, mfl_code(aziot_mfl_bytes));
     }
     return ret;
+}
+
+// --- did the hub agree to the fragment length? -------------------------------------
+//
+// mbedTLS 3.6's TLS 1.2 client checks the server's echo of the extension
+// (ssl_tls12_client.c, ssl_parse_max_fragment_length_ext) but records it
+// nowhere, and after the handshake sizes its receive side from the length it
+// asked for: mbedtls_ssl_get_input_max_frag_len() (ssl_tls.c) returns the
+// configured MFL for a client past SERVER_HELLO_DONE, or, with none
+// configured, MBEDTLS_TLS_EXT_ADV_CONTENT_LEN = min(IN, OUT) buffer. With
+// MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH, mbedtls_ssl_handshake_free() then
+// shrinks the receive buffer to that length. A server that ignored the
+// extension (as a standard IoT Hub does) and sends 16 KB records then ends
+// the connection with MBEDTLS_ERR_SSL_BAD_INPUT_DATA at the first record
+// larger than what the client asked for, or larger than OUT without MFL.
+//
+// So this module reads the echo from the ServerHello as it arrives (the
+// recv callback is wrapped through -Wl,--wrap=mbedtls_ssl_set_bio) and wraps
+// mbedtls_ssl_handshake_wrapup: when the server did not echo the extension,
+// the buffer resize at the end of the handshake is skipped for the receive
+// buffer (the send buffer keeps its size, as it does without MFL), so the
+// connection keeps the receive buffer the firmware was built with.
+
+#define SNIFF_MAX ((size_t)200)  // a TLS 1.2 ServerHello with the extensions a hub sends fits
+
+static struct {
+    void *bio;  // MicroPython's socket behind the connection being watched
+    mbedtls_ssl_context *ssl;
+    uint8_t buf[SNIFF_MAX];
+    uint16_t have;
+    int8_t state;  // SNIFF_*
+    uint16_t echoed;  // the fragment length the server agreed to, 0: none
+} sniff;
+
+enum { SNIFF_OFF, SNIFF_READING, SNIFF_DONE, SNIFF_UNKNOWN };
+
+static mbedtls_ssl_recv_t *real_recv;
+
+static const uint16_t mfl_bytes[] = { 0, 512, 1024, 2048, 4096 };
+
+// The ServerHello at the start of the server's first record (RFC 5246 7.4.1.3).
+static void sniff_parse(void) {
+    const uint8_t *b = sniff.buf;
+    if (sniff.have < 9) {
+        return;
+    }
+    size_t record = (b[3] << 8) | b[4];
+    size_t hello = ((size_t)b[6] << 16) | (b[7] << 8) | b[8];
+    if (b[0] != MBEDTLS_SSL_MSG_HANDSHAKE || b[5] != MBEDTLS_SSL_HS_SERVER_HELLO || 4 + hello > record
+        || 9 + hello > SNIFF_MAX) {
+        sniff.state = SNIFF_UNKNOWN;  // not a ServerHello in one record: treated as "not echoed"
+        return;
+    }
+    if (sniff.have < 9 + hello) {
+        return;  // wait for the rest
+    }
+    size_t end = 9 + hello;
+    size_t p = 9 + 2 + 32;  // version, random
+    if (p >= end) {
+        goto bad;
+    }
+    p += 1 + b[p];  // session id
+    p += 2 + 1;  // cipher suite, compression
+    sniff.state = SNIFF_DONE;
+    sniff.echoed = 0;
+    if (p == end) {
+        return;  // no extensions
+    }
+    if (p + 2 > end) {
+        goto bad;
+    }
+    size_t ext_end = p + 2 + ((b[p] << 8) | b[p + 1]);
+    if (ext_end > end) {
+        goto bad;
+    }
+    for (p += 2; p + 4 <= ext_end;) {
+        unsigned type = (b[p] << 8) | b[p + 1];
+        size_t len = (b[p + 2] << 8) | b[p + 3];
+        p += 4;
+        if (p + len > ext_end) {
+            goto bad;
+        }
+        if (type == 1 && len == 1 && b[p] >= 1 && b[p] <= 4) {  // max_fragment_length (RFC 6066)
+            sniff.echoed = mfl_bytes[b[p]];
+        }
+        p += len;
+    }
+    return;
+bad:
+    sniff.state = SNIFF_UNKNOWN;
+    sniff.echoed = 0;
+}
+
+static int sniff_recv(void *ctx, unsigned char *buf, size_t len) {
+    int n = real_recv(ctx, buf, len);
+    if (n > 0 && ctx == sniff.bio && sniff.state == SNIFF_READING) {
+        size_t room = SNIFF_MAX - sniff.have;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(sniff.buf + sniff.have, buf, take);
+        sniff.have += take;
+        sniff_parse();
+    }
+    return n;
+}
+
+void __real_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_ssl_send_t *f_send,
+    mbedtls_ssl_recv_t *f_recv, mbedtls_ssl_recv_timeout_t *f_recv_timeout);
+
+void __wrap_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_ssl_send_t *f_send,
+    mbedtls_ssl_recv_t *f_recv, mbedtls_ssl_recv_timeout_t *f_recv_timeout) {
+    if (f_recv != NULL && f_recv != sniff_recv && ssl->conf != NULL
+        && ssl->conf->endpoint == MBEDTLS_SSL_IS_CLIENT) {
+        // One handshake is watched at a time, the newest; the others' reads pass through untouched.
+        real_recv = f_recv;
+        sniff.bio = p_bio;
+        sniff.ssl = ssl;
+        sniff.have = 0;
+        sniff.echoed = 0;
+        sniff.state = SNIFF_READING;
+        f_recv = sniff_recv;
+    }
+    __real_mbedtls_ssl_set_bio(ssl, p_bio, f_send, f_recv, f_recv_timeout);
+}
+
+void __real_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl);
+
+void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
+    #if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+    mbedtls_ssl_config *conf = (mbedtls_ssl_config *)ssl->conf;  // ours: made by this SSLContext
+    int agreed = sniff.ssl == ssl && sniff.state == SNIFF_DONE && sniff.echoed != 0;
+    if (conf->endpoint == MBEDTLS_SSL_IS_CLIENT && !agreed) {
+        // handle_buffer_resizing() leaves a NULL in_buf alone, and without a configured MFL
+        // the send buffer's new length is min(IN, OUT) = its current one: nothing moves.
+        unsigned char *in_buf = ssl->in_buf;
+        unsigned char asked = conf->mfl_code;
+        ssl->in_buf = NULL;
+        conf->mfl_code = MBEDTLS_SSL_MAX_FRAG_LEN_NONE;
+        __real_mbedtls_ssl_handshake_wrapup(ssl);
+        ssl->in_buf = in_buf;
+        conf->mfl_code = asked;
+        return;
+    }
+    #endif
+    __real_mbedtls_ssl_handshake_wrapup(ssl);
 }
 
 // --- counting mbedTLS's heap ------------------------------------------------------
@@ -178,12 +329,24 @@ static mp_obj_t aziot_tls_reset_peak(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_reset_peak_obj, aziot_tls_reset_peak);
 
+// The fragment length the server agreed to in the last client handshake: 0 when
+// it ignored the extension (or none was asked for), None when the ServerHello
+// could not be read (the receive buffer was then kept whole, as for 0).
+static mp_obj_t aziot_tls_negotiated_max_fragment_length(void) {
+    if (sniff.state != SNIFF_DONE) {
+        return mp_const_none;
+    }
+    return MP_OBJ_NEW_SMALL_INT(sniff.echoed);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_negotiated_max_fragment_length_obj, aziot_tls_negotiated_max_fragment_length);
+
 static MP_DEFINE_STR_OBJ(aziot_tls_mbedtls_version_obj, MBEDTLS_VERSION_STRING);
 
 static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_aziot_tls) },
     { MP_ROM_QSTR(MP_QSTR_set_max_fragment_length), MP_ROM_PTR(&aziot_tls_set_max_fragment_length_obj) },
     { MP_ROM_QSTR(MP_QSTR_max_fragment_length), MP_ROM_PTR(&aziot_tls_max_fragment_length_obj) },
+    { MP_ROM_QSTR(MP_QSTR_negotiated_max_fragment_length), MP_ROM_PTR(&aziot_tls_negotiated_max_fragment_length_obj) },
     { MP_ROM_QSTR(MP_QSTR_buffer_sizes), MP_ROM_PTR(&aziot_tls_buffer_sizes_obj) },
     { MP_ROM_QSTR(MP_QSTR_MBEDTLS_VERSION), MP_ROM_PTR(&aziot_tls_mbedtls_version_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&aziot_tls_heap_obj) },

@@ -48,7 +48,7 @@ class HubClient(CloudHandlers):
         self.tls_profile = None  # the profile of the live connection
         self.tls_cipher = None  # its negotiated suite and version, as mbedTLS names them
         self.tls_version = None
-        self.tls_max_fragment_length = 0  # asked for in the last ClientHello (0: not sent)
+        self.tls_max_fragment_length = 0  # agreed by the hub for the live connection (0: none)
         self._next_message_id = 1
         self._init_handlers()
         self.outbox = Outbox(config.queue_size, config.queue_bytes, config.queue_policy,
@@ -118,8 +118,8 @@ class HubClient(CloudHandlers):
         if self._session is not None:  # one connection per identity: the hub would drop one anyway
             self._session.close()
             self._session = None
-        self.tls_max_fragment_length = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_der)
-        stream, sock = self._handshake(cert_der, key_der)
+        asked = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_der)
+        stream, sock = self._handshake(cert_der, key_der, asked)
         self._session = MqttSession(stream, protocol.client_id(cfg.device_id, cfg.module_id), self._username(),
                                     password, cfg.keepalive, max_message=cfg.max_message, raw_sock=sock,
                                     timeout=cfg.timeout)
@@ -140,7 +140,7 @@ class HubClient(CloudHandlers):
             self._event("connected", self._session.session_present)
         return self._session.session_present
 
-    def _handshake(self, cert_der, key_der):
+    def _handshake(self, cert_der, key_der, mfl_asked):
         """TLS to the hub with the profile's offers in order; returns (TLS stream, TCP socket)."""
         cfg = self.config
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
@@ -148,14 +148,20 @@ class HubClient(CloudHandlers):
         for i, profile in enumerate(profiles):
             ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
             sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
+            named = where + " with profile '%s'" % profile
             try:
-                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, where + " with profile '%s'" % profile)
+                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, named)
             except TlsError as e:
                 sock.close()
                 if e.code == tlsconf.ERR_FATAL_ALERT and i + 1 < len(profiles):
                     ctx = None
                     gc.collect()  # the refused context's memory, before a board's heap fragments around it
                     continue  # a standard hub refuses the ECDSA-only offer: make the next one
+                raise
+            try:
+                self.tls_max_fragment_length = tlsconf.agreed_fragment_length(mfl_asked, named)
+            except TlsError:
+                stream.close()  # the hub could send records this firmware cannot hold
                 raise
             self.profiles.worked(profile, self._now())
             self.tls_profile = profile

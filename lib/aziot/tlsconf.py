@@ -119,6 +119,29 @@ def set_max_fragment_length(length, cert_der=None):
     return length
 
 
+STANDARD_RECORD = 16384  # what a hub that ignores MFL may send in one record (2^14, RFC 5246)
+
+
+def agreed_fragment_length(asked, where):
+    """The fragment length the hub agreed to in this handshake (0: none).
+
+    A standard IoT Hub ignores the extension and may send 16 KB records: a
+    firmware whose receive buffer is smaller is refused here, by name, before
+    the first such record can end the link.
+    """
+    if aziot_tls is None or not hasattr(aziot_tls, "negotiated_max_fragment_length"):
+        return 0
+    agreed = aziot_tls.negotiated_max_fragment_length() or 0  # None: ServerHello unreadable, same as 0
+    in_len = aziot_tls.buffer_sizes()[0]
+    if not agreed and in_len < STANDARD_RECORD:
+        raise TlsError("%s did not agree to Maximum Fragment Length %s, so it may send records of up to %d "
+                       "bytes, and this firmware's receive buffer holds %d: small buffers work only with "
+                       "preview-mode hubs; for standard hubs use a firmware with MBEDTLS_SSL_IN_CONTENT_LEN "
+                       "%d (the aziot board default)"
+                       % (where, asked or "(none asked for)", STANDARD_RECORD, in_len, STANDARD_RECORD))
+    return agreed
+
+
 def handshake(sock, ctx, server_hostname, where):
     """Wrap a connected socket; `where` names the peer (and profile) in errors."""
     try:

@@ -1,5 +1,7 @@
-"""`make bench`: handshake cost and telemetry throughput, ECC vs RSA profile;
-round trips of direct methods and twin reports.
+"""`make bench`: handshake cost and telemetry throughput, ECC profile on a
+preview-mode hub vs RSA on a standard hub; round trips of direct methods and
+twin reports; with the unix-mfl builds, mbedTLS heap per connection on both
+kinds of hub.
 
 Device-side figures come from the device itself (time.ticks_us, gc), run
 under the MicroPython Unix port; byte counts come from the emulator, which
@@ -37,12 +39,12 @@ for i in range(runs):
 """
 
 
-def measure(profile: str, runs: int, messages: int, size: int) -> dict:
+def measure(mode: str, profile: str, runs: int, messages: int, size: int) -> dict:
     state = tempfile.mkdtemp(prefix="aziot-bench-")
     app = os.path.join(state, "bench_app.py")
     with open(app, "w") as f:
         f.write(DEVICE_APP)
-    with BackgroundHub(state, port=0) as hub:
+    with BackgroundHub(state, port=0, tls_mode=mode) as hub:
         dev = provision.provision(state, "bench-" + profile, os.path.join(state, "dev.img"),
                                   address="127.0.0.1", port=hub.port, tls_profile=profile)
         result = device.run(dev.image_path, app, str(runs), str(messages), str(size), timeout=600)
@@ -53,6 +55,7 @@ def measure(profile: str, runs: int, messages: int, size: int) -> dict:
     heap = [int(line.split()[3]) for line in result.stdout.splitlines() if line.startswith("CONNECT_US")]
     send_us = [int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("SEND_US")][0]
     return {
+        "hub": mode,
         "profile": profile,
         "cipher": conns[0].cipher,
         "connect_ms_median": statistics.median(connect_us) / 1000,
@@ -106,7 +109,7 @@ hub.disconnect()
 
 
 def measure_surface(calls: int) -> dict:
-    """Direct-method round trips (service -> device -> service) and twin reports, ecc profile."""
+    """Direct-method round trips (service -> device -> service) and twin reports, standard hub."""
     state = tempfile.mkdtemp(prefix="aziot-bench-")
     app = os.path.join(state, "surface_app.py")
     with open(app, "w") as f:
@@ -114,7 +117,7 @@ def measure_surface(calls: int) -> dict:
     out = {}
     with BackgroundHub(state, port=0) as hub:
         dev = provision.provision(state, "bench-surface", os.path.join(state, "dev.img"), address="127.0.0.1",
-                                  port=hub.port, tls_profile="ecc")
+                                  port=hub.port)
         with device.LiveDevice(dev.image_path, app) as live:
             live.expect("READY")
             for label, payload in (("method_64B_ms", "x" * 62), ("method_8KB_ms", "x" * 8190)):
@@ -137,25 +140,31 @@ def measure_surface(calls: int) -> dict:
 TLS_MEMORY_APP = """
 import sys, aziot_tls
 from aziot.hub import HubClient
+from aziot.errors import TlsError
 hub = HubClient.from_flash()
 done = []
 hub.on_method("size", lambda name, payload: (200, {"bytes": len(payload)}))
 hub.on_method("stop", lambda name, payload: done.append(1))
 aziot_tls.reset_peak()
-hub.connect()
+try:
+    hub.connect()
+except TlsError as e:
+    print("REFUSED", e)
+    raise SystemExit
 after_connect = aziot_tls.heap()[0]
 hub.send_telemetry(b"t" * 8192)
 print("READY")
 while not done:
     hub.poll(100)
-print("TLSHEAP", aziot_tls.buffer_sizes()[0], aziot_tls.buffer_sizes()[1], hub.tls_max_fragment_length,
-      after_connect, aziot_tls.heap()[1])
+print("TLSHEAP", hub.tls_max_fragment_length, after_connect, aziot_tls.heap()[1])
 hub.disconnect()
 """
 
 
 def measure_tls_memory() -> list:
-    """mbedTLS heap per connection on the unix-mfl builds: after connecting, and at peak (8 KB each way)."""
+    """mbedTLS heap per connection on the unix-mfl builds, on both kinds of hub: after connecting, and at
+    peak (an 8 KB method request in, 8 KB of telemetry out). The profile is auto's: RSA on a standard
+    hub (after its refused ECDSA offer), ECC on a preview hub."""
     from . import firmware
 
     rows = []
@@ -163,50 +172,54 @@ def measure_tls_memory() -> list:
     app = os.path.join(state, "tls_memory_app.py")
     with open(app, "w") as f:
         f.write(TLS_MEMORY_APP)
-    with BackgroundHub(state, port=0) as hub:
-        for variant in firmware.unix_variants():
-            binary = firmware.unix_mfl_binary(variant["name"])
-            if binary is None:
-                continue
-            limit = min(variant["in"], variant["out"])
-            for mfl in [0] + [m for m in (512, 1024, 2048, 4096) if m <= limit]:
-                device_id = "mem-%s-%d" % (variant["name"], mfl)
-                dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"),
-                                          address="127.0.0.1", port=hub.port, tls_profile="ecc",
-                                          max_fragment_length=mfl)
-                row = [variant["name"], variant["in"], variant["out"], mfl, "handshake fails", "-"]
-                with device.LiveDevice(dev.image_path, app, binary=binary) as live:
-                    try:
-                        live.expect("READY", timeout=30)
-                    except AssertionError:
-                        rows.append(row)  # no MFL, and the hub's first flight is larger than IN
-                        continue
-                    if hub.invoke_method(device_id, "size", "m" * 8190, timeout=15).status != 200:
-                        row[4] = "8 KB record fails"  # no MFL, and a record larger than IN
-                        rows.append(row)
-                        continue
-                    hub.invoke_method(device_id, "stop", None, timeout=15)
-                    line = live.expect("TLSHEAP", timeout=15).split()
-                rows.append(row[:4] + [int(line[4]), int(line[5])])
+    for mode in ("standard", "preview"):
+        with BackgroundHub(state, port=0, tls_mode=mode) as hub:
+            for variant in firmware.unix_variants():
+                binary = firmware.unix_mfl_binary(variant["name"])
+                if binary is None:
+                    continue
+                for mfl in sorted({0, variant["mfl"]}):
+                    device_id = "mem-%s-%s-%d" % (mode, variant["name"], mfl)
+                    dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"),
+                                              address="127.0.0.1", port=hub.port, max_fragment_length=mfl)
+                    row = [mode, variant["name"], variant["in"], variant["out"], mfl, "-", "handshake fails", "-"]
+                    with device.LiveDevice(dev.image_path, app, binary=binary) as live:
+                        try:
+                            line = live.expect(("READY", "REFUSED"), timeout=30)
+                        except AssertionError:
+                            rows.append(row)  # the hub's first flight is larger than IN
+                            continue
+                        if line.startswith("REFUSED"):
+                            row[6] = "refused: no MFL agreed"
+                            rows.append(row)
+                            continue
+                        if hub.invoke_method(device_id, "size", "m" * 8190, timeout=15).status != 200:
+                            row[6] = "8 KB record fails"
+                            rows.append(row)
+                            continue
+                        hub.invoke_method(device_id, "stop", None, timeout=15)
+                        line = live.expect("TLSHEAP", timeout=15).split()
+                    rows.append(row[:5] + [int(line[1]) or "none", int(line[2]), int(line[3])])
     return rows
 
 
 def main(args) -> int:
     device.prepare_unix_lib()
-    rows = [measure(p, args.runs, args.messages, args.size) for p in ("ecc", "rsa")]
+    rows = [measure(mode, profile, args.runs, args.messages, args.size)
+            for mode, profile in (("preview", "ecc"), ("standard", "rsa"))]
     print("aziot bench: %d connections per profile, %d QoS 1 messages of %d bytes, MicroPython Unix port"
           % (args.runs, args.messages, args.size))
-    header = ("profile", "cipher", "connect ms", "hub hs ms", "TLS hs bytes dev->hub", "hub->dev",
+    header = ("hub", "profile", "cipher", "connect ms", "hub hs ms", "TLS hs bytes dev->hub", "hub->dev",
               "gc heap B", "QoS1 msg/s")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print("| %s | %s | %.1f | %.1f | %d | %d | %d | %.0f |" % (
-            r["profile"], r["cipher"], r["connect_ms_median"], r["hub_handshake_ms_median"],
+        print("| %s | %s | %s | %.1f | %.1f | %d | %d | %d | %.0f |" % (
+            r["hub"], r["profile"], r["cipher"], r["connect_ms_median"], r["hub_handshake_ms_median"],
             r["bytes_device_to_hub"], r["bytes_hub_to_device"], r["gc_heap_per_connection"], r["msgs_per_s"]))
     s = measure_surface(args.runs * 2)
     print()
-    print("cloud to device, ecc profile, median of %d calls each:" % (args.runs * 2))
+    print("cloud to device, standard hub (rsa profile), median of %d calls each:" % (args.runs * 2))
     print("| method 64 B round trip ms | method 8 KB round trip ms | twin report ms (device) "
           "| GC heap live in an 8 KB method handler B |")
     print("|---|---|---|---|")
@@ -217,9 +230,10 @@ def main(args) -> int:
     if not rows:
         print("mbedTLS heap per connection: skipped, no unix-mfl build (make unix-mfl MPY_DIR=...)")
         return 0
-    print("mbedTLS heap per connection (ecc profile; connect, then 8 KB each way), unix-mfl builds:")
-    print("| build | IN/OUT buffers | MFL | after connect B | peak B |")
-    print("|---|---|---|---|---|")
-    for name, in_len, out_len, mfl, after, peak in rows:
-        print("| %s | %d/%d | %s | %s | %s |" % (name, in_len, out_len, mfl or "off", after, peak))
+    print("mbedTLS heap per connection (auto profile; connect, then 8 KB each way), unix-mfl builds:")
+    print("| hub | build | IN/OUT buffers | MFL asked | MFL agreed | after connect B | peak B |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, name, in_len, out_len, mfl, agreed, after, peak in rows:
+        print("| %s | %s | %d/%d | %s | %s | %s | %s |" % (mode, name, in_len, out_len, mfl or "off", agreed,
+                                                           after, peak))
     return 0

@@ -4,6 +4,7 @@ PYTHON      ?= python3
 VENV        ?= .venv
 HUB_PORT    ?= 8883
 HUB_STATE   ?= build/hub
+HUB_MODE    ?= standard
 PYTEST_ARGS ?=
 MPY_DIR     ?=
 BOARD       ?= RPI_PICO_W
@@ -18,6 +19,7 @@ STAMP = $(VENV)/.aziot-setup
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 	@echo "  variables: MICROPYTHON=/path/to/micropython (default: the venv's Unix port), HUB_PORT, HUB_STATE,"
+	@echo "             HUB_MODE=standard|preview (RSA chain, MFL ignored | ECC chain, MFL honoured),"
 	@echo "             MPY_DIR=<MicroPython checkout>, BOARD=RPI_PICO_W|ESP32_GENERIC, PORT=<serial port or RPI-RP2 drive>"
 
 setup: $(STAMP) build/unix-lib/umqtt/simple.py  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
@@ -40,19 +42,19 @@ build/unix-lib/umqtt/simple.py: $(STAMP) tools/aziot_tools/deps.py
 	$(BIN)/python -c "from aziot_tools import device; device.prepare_unix_lib()"
 	touch $@
 
-demo: setup  ## emulator + provisioned device: telemetry, then a method, a twin change and C2D
+demo: setup  ## a device on a standard hub (telemetry, method, twin, C2D), then on a preview hub
 	$(BIN)/aziot demo
 
 test: setup  ## the host test suite (device code runs in the real micropython binary)
 	$(BIN)/pytest host_tests $(PYTEST_ARGS)
 
-hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE)
-	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT)
+hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE, HUB_MODE)
+	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT) --mode $(HUB_MODE)
 
 bench: setup  ## handshake time/bytes/heap, QoS 1 throughput (ECC vs RSA), method/twin round trips
 	$(BIN)/aziot bench
 
-unix-mfl: setup  ## Unix port with the MFL hook and small TLS buffers, from MPY_DIR
+unix-mfl: setup  ## Unix-port builds of the board TLS config (MFL hook, buffers), from MPY_DIR
 	$(BIN)/aziot firmware unix-mfl --mpy-dir "$(MPY_DIR)"
 
 firmware: setup  ## board firmware with aziot frozen in (BOARD, MPY_DIR)

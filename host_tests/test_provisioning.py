@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from aziot_tools import flashimage, roots
+from aziot_tools.hub.registry import Registry
 
 from devicecode import CONNECT_AND_SEND, outcome
 
@@ -91,3 +93,30 @@ def test_cli_provisions_a_sas_device_without_printing_its_key(tmp_path):
     assert key not in proc.stdout + proc.stderr
     assert ("az iot hub device-identity create --hub-name contoso-iot --device-id sas-007 "
             "--auth-method shared_private_key --primary-key \"$(cat ") in proc.stdout
+
+
+def test_the_real_hub_recipe_connects_to_either_kind_of_hub(any_hub, hub_state, tmp_path, run_device):
+    """The README's real-hub command, as written (default profile, all four roots). Only what a loopback
+    emulator must differ in is changed afterwards: the address to dial, and the emulator's own roots
+    added beside Azure's; the device is registered by the thumbprint the command printed."""
+    hub = any_hub
+    image = tmp_path / "field.img"
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "provision", "--state", str(tmp_path / "field"),
+                           "--device-id", "field-008", "--image", str(image), "--roots", "azure",
+                           "--hub-host", hub.hub_host], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    thumbprint = proc.stdout.split("--primary-thumbprint ")[1].split()[0]
+    Registry(os.path.join(hub_state, "registry.json")).add_device("field-008", "x509_thumbprint", thumbprint)
+    files = flashimage.read_image(image.read_bytes())
+    config = json.loads(files["/azure-iot/config.json"])
+    assert config["tls_profile"] == "auto"
+    config.update(address="127.0.0.1", port=hub.port)
+    files["/azure-iot/config.json"] = json.dumps(config).encode()
+    for kind in ("ecc", "rsa"):
+        with open(hub.identity.root_path(kind, "der"), "rb") as f:
+            files["/azure-iot/roots/emulator-%s.der" % kind] = f.read()
+    image.write_bytes(flashimage.build_image(files))
+    run = run_device(str(image), CONNECT_AND_SEND)
+    assert outcome(run) == "DONE", run.output
+    assert "CONNECTED %s " % ("rsa" if hub.tls_mode == "standard" else "ecc") in run.stdout
+    assert len(hub.telemetry("field-008")) == 1

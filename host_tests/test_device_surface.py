@@ -19,7 +19,8 @@ def stop_surface(hub, device, device_id, module_id=""):
     assert device.wait() == 0
 
 
-def test_direct_methods_answer_with_status_and_json(hub, provision_device, live_device):
+def test_direct_methods_answer_with_status_and_json(any_hub, provision_device, live_device):
+    hub = any_hub
     dev = provision_device("dev-methods", hub)
     device = start_surface(live_device, dev)
     result = hub.invoke_method("dev-methods", "echo", {"x": [1, 2, "three"]}, timeout=10)
@@ -59,7 +60,8 @@ def test_an_8_kb_method_payload_works_and_an_oversize_one_is_refused_whole(hub, 
     assert len(hub.connections("dev-big")) == 1
 
 
-def test_desired_change_is_handled_and_reflected_in_reported(hub, provision_device, live_device):
+def test_desired_change_is_handled_and_reflected_in_reported(any_hub, provision_device, live_device):
+    hub = any_hub
     dev = provision_device("dev-twin", hub)
     device = start_surface(live_device, dev)
     # At connect the device fetched the twin: desired version 1, empty.
@@ -75,7 +77,8 @@ def test_desired_change_is_handled_and_reflected_in_reported(hub, provision_devi
     stop_surface(hub, device, "dev-twin")
 
 
-def test_twin_get_and_report_with_a_4_kb_twin(hub, provision_device, run_device):
+def test_twin_get_and_report_with_a_4_kb_twin(any_hub, provision_device, run_device):
+    hub = any_hub
     dev = provision_device("dev-twin4k", hub)
     hub.update_desired("dev-twin4k", {"blob": "d" * 2048})
     run = run_device(dev.image_path, """
@@ -114,7 +117,8 @@ def test_desired_change_made_while_offline_is_caught_up_at_reconnect(hub, provis
     stop_surface(hub, device, "dev-away")
 
 
-def test_c2d_with_properties_round_trip(hub, provision_device, live_device):
+def test_c2d_with_properties_round_trip(any_hub, provision_device, live_device):
+    hub = any_hub
     dev = provision_device("dev-c2d", hub)
     device = start_surface(live_device, dev)
     mid = hub.send_c2d("dev-c2d", b'{"cmd": "blink"}', {"prio": "high", "note": "a b/c&d=e"},

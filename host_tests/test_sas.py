@@ -66,7 +66,8 @@ def test_a_key_that_is_not_base64_is_refused_without_echoing_it(mpy):
     assert "not*base64" not in out
 
 
-def test_sas_device_connects_sends_and_the_key_never_leaves_the_image(hub, provision_device, run_device):
+def test_sas_device_connects_sends_and_the_key_never_leaves_the_image(any_hub, provision_device, run_device):
+    hub = any_hub
     dev = provision_device("dev-sas", hub, auth="sas")
     run = run_device(dev.image_path, CONNECT_AND_SEND)
     assert outcome(run) == "DONE", run.output

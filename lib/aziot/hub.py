@@ -27,8 +27,7 @@ from . import certs, clock, protocol, sas, tlsconf
 from .backoff import Backoff
 from .cloud import CloudHandlers
 from .config import DEFAULT_PATH, Config, load as load_config
-from .errors import (AziotError, ClockError, ConnectionLost, ConnectionRefused, MessageTooLarge, ProtocolError,
-                     RequestFailed, RequestTimeout, TlsError)
+from .errors import AziotError, ClockError, ConnectionLost, ConnectionRefused, ProtocolError, TlsError
 from .mqtt import MqttSession
 from .outbox import Outbox
 from .profiles import ProfileChooser

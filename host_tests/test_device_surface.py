@@ -148,7 +148,7 @@ def test_c2d_sent_while_offline_is_delivered_once_after_reconnect(hub, provision
     assert [l for l in device.lines if l.startswith("C2D")] == \
         ["C2D q-%d None None None [] b'queued %d'" % (i, i) for i in range(3)]
     assert hub.c2d_pending("dev-c2d-away") == []
-    assert [m.deliveries for m in hub.c2d_completed("dev-c2d-away")] == [1, 1, 1]
+    assert [m.deliveries for m in hub.c2d_completed("dev-c2d-away")] == [1, 1, 1], device.output
 
 
 def test_two_packets_in_one_tls_record_are_both_handled(hub, provision_device, live_device):

@@ -197,6 +197,11 @@ def test_a_device_certificate_larger_than_the_fragment_length_is_refused_before_
 def test_asking_for_mfl_on_a_firmware_without_the_hook_says_so_once(hub, provision_device, run_device):
     dev = provision_device("dev-stock-mfl", hub, max_fragment_length=1024)
     run = run_device(dev.image_path, """
+        try:
+            import aziot_tls
+            print("HOOK")
+        except ImportError:
+            pass
         from aziot.hub import HubClient
         hub = HubClient.from_flash()
         for _ in range(2):
@@ -207,7 +212,7 @@ def test_asking_for_mfl_on_a_firmware_without_the_hook_says_so_once(hub, provisi
     """)
     notice = ("aziot: max_fragment_length 1024 needs the aziot firmware (aziot_tls module); this firmware "
               "lacks it, so TLS records from the hub can be up to 16 KB")
-    if run.stdout.splitlines() == ["DONE MFL 1024"]:
+    if run.stdout.startswith("HOOK"):
         pytest.skip("MICROPYTHON is a build with the aziot_tls hook: nothing to say")
     assert run.stdout.splitlines() == [notice, "DONE MFL 0"], run.output
 

@@ -113,20 +113,42 @@ def test_expired_device_certificate_is_refused_by_the_device(hub, provision_devi
 
 
 def test_expired_device_certificate_is_refused_by_the_hub(hub, provision_device, run_device):
-    """A device whose clock is unset cannot check its own certificate; the hub still refuses it."""
+    """The hub's own check, with the device's check bypassed (the lower layers used directly)."""
     dev = provision_device("dev-expired2", hub, identity=_expired_identity("dev-expired2"))
     run = run_device(dev.image_path, """
-        from aziot.hub import HubClient
-        from aziot.config import load
-        hub = HubClient(load(), clock_now=lambda: 0)   # RTC never set
+        from aziot import certs, config, protocol, tlsconf
+        from aziot.mqtt import MqttSession
+        from aziot.transport import open_socket
+        cfg = config.load()
+        ctx = tlsconf.make_context("rsa", certs.root_files(cfg.roots), certs.read_der(cfg.cert, "c"),
+                                   certs.read_der(cfg.key, "k"))
+        stream = tlsconf.handshake(open_socket(cfg.dial_address, cfg.port, 10), ctx, cfg.hub_host, "hub")
         try:
-            hub.connect()
+            MqttSession(stream, cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id))
             print("DONE")
         except Exception as e:
             print("ERROR", type(e).__name__, str(e))
     """)
     assert outcome(run).startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5")
     assert "outside its validity period" in hub.connections("dev-expired2")[0].reason
+
+
+def test_x509_with_an_unset_clock_is_refused_before_dialing(hub, provision_device, run_device):
+    """At boot a board's RTC reads 2000 or 2021: the hub's certificate would "start in the future"."""
+    dev = provision_device("dev-noclock", hub)
+    run = run_device(dev.image_path, """
+        from aziot.config import load
+        from aziot.hub import HubClient
+        hub = HubClient(load(), clock_now=lambda: 1609459200)  # a Pico W after reset: 2021-01-01
+        try:
+            hub.connect()
+        except Exception as e:
+            print("ERROR", type(e).__name__, e)
+    """)
+    assert run.stdout.strip() == ("ERROR ClockError the clock reads 2021-01-01T00:00:00Z: checking the hub's "
+                                  "certificate needs the current time (call aziot.clock.sync() once Wi-Fi is up, "
+                                  "or set the RTC first)")
+    assert hub.connections() == []
 
 
 def test_server_chain_from_an_unknown_root_is_refused_by_the_device(any_hub, provision_device, run_device):

@@ -18,6 +18,8 @@
 //                              (no RSA key exchange; RSA signatures stay for roots)
 //   AZIOT_TLS_VARIABLE_BUFFERS 1: shrink the buffers to the MFL after the handshake
 //   AZIOT_TLS_COUNT_ALLOC      1: count mbedTLS heap use (aziot_tls.heap())
+//   AZIOT_TLS_GC_HEAP          1: mbedTLS allocates from MicroPython's GC heap, as on
+//                              rp2 (bare-metal ports do so by themselves)
 #ifndef AZIOT_MBEDTLS_CONFIG_H
 #define AZIOT_MBEDTLS_CONFIG_H
 
@@ -96,18 +98,29 @@
 #ifndef AZIOT_TLS_COUNT_ALLOC
 #define AZIOT_TLS_COUNT_ALLOC (1)
 #endif
+#ifndef AZIOT_TLS_GC_HEAP
+#define AZIOT_TLS_GC_HEAP (0)
+#endif
 #if AZIOT_TLS_COUNT_ALLOC
 // Every mbedTLS allocation goes through a counter that then calls what the
-// port used before (libc on unix, the GC-tracked heap on bare-metal ports).
+// port used before: libc on unix and ESP32, MicroPython's GC-tracked heap on
+// bare-metal ports (extmod/mbedtls/mbedtls_config_common.h: m_tracked_calloc).
+// The port's choice is named here as a function, not through the port's
+// MBEDTLS_PLATFORM_STD_CALLOC macro: that macro is redefined below, and a
+// macro expands where it is used, so aliasing it would make the counter call
+// itself. AZIOT_TLS_GC_HEAP=1 puts a Unix build's mbedTLS in the GC heap the
+// way rp2's is (the board-faithful test build).
 #include <stddef.h>
 void *aziot_tls_calloc(size_t nmemb, size_t size);
 void aziot_tls_free(void *ptr);
-#ifdef MBEDTLS_PLATFORM_STD_CALLOC
-#define AZIOT_TLS_UNDERLYING_CALLOC MBEDTLS_PLATFORM_STD_CALLOC
-#define AZIOT_TLS_UNDERLYING_FREE MBEDTLS_PLATFORM_STD_FREE
+#if AZIOT_TLS_GC_HEAP || (defined(MICROPY_MBEDTLS_CONFIG_BARE_METAL) && MICROPY_MBEDTLS_CONFIG_BARE_METAL)
+#define AZIOT_TLS_UNDERLYING_CALLOC m_tracked_calloc
+#define AZIOT_TLS_UNDERLYING_FREE m_tracked_free
+#elif defined(MBEDTLS_PLATFORM_STD_CALLOC)
+#error "this port's mbedTLS config sets its own MBEDTLS_PLATFORM_STD_CALLOC: define AZIOT_TLS_UNDERLYING_CALLOC/FREE to those functions, or build with AZIOT_TLS_COUNT_ALLOC=0"
+#endif
 #undef MBEDTLS_PLATFORM_STD_CALLOC
 #undef MBEDTLS_PLATFORM_STD_FREE
-#endif
 #define MBEDTLS_PLATFORM_C
 #define MBEDTLS_PLATFORM_MEMORY
 #define MBEDTLS_PLATFORM_STD_CALLOC aziot_tls_calloc

@@ -227,8 +227,7 @@ void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
 #define AZIOT_TLS_UNDERLYING_CALLOC calloc
 #define AZIOT_TLS_UNDERLYING_FREE free
 #else
-void *AZIOT_TLS_UNDERLYING_CALLOC(size_t nmemb, size_t size);
-void AZIOT_TLS_UNDERLYING_FREE(void *ptr);
+#include "py/misc.h"  // m_tracked_calloc, m_tracked_free
 #endif
 
 // Each block carries its size in front, aligned for anything mbedTLS stores.

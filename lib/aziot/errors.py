@@ -6,7 +6,7 @@ class AziotError(Exception):
 
 
 # MicroPython uses Linux errno numbers on every port; -2 is getaddrinfo's EAI_NONAME.
-_ERRNO_NAMES = {104: "connection reset", 110: "timed out", 111: "connection refused",
+_ERRNO_NAMES = {12: "out of memory", 104: "connection reset", 110: "timed out", 111: "connection refused",
                 113: "no route to host", 107: "not connected", -2: "host name not found",
                 # MBEDTLS_ERR_SSL_BAD_INPUT_DATA on a read: a record larger than the receive buffer
                 -28928: "a TLS record larger than this firmware's receive buffer arrived "
@@ -74,3 +74,7 @@ class QueueFull(AziotError):
 
 class ClockError(AziotError):
     """The clock is not set, and a SAS token or a certificate check needs it."""
+
+
+class NetworkError(AziotError):
+    """The board could not get onto the network (Wi-Fi) before connecting to the hub."""

@@ -92,9 +92,14 @@ class HubClient(CloudHandlers):
             password = sas.token(sas.resource(cfg.hub_host, cfg.device_id, cfg.module_id), key, expiry)
             self._renew_at = int(now) + cfg.sas_ttl * 4 // 5  # well before the hub would drop us
             return None, None, password
+        if not clock.is_set(now):
+            # mbedTLS checks the hub's certificate dates against the same clock: at boot
+            # (2000 on ESP32, 2021 on a Pico W) every certificate "starts in the future".
+            raise ClockError("the clock reads %s: checking the hub's certificate needs the current time "
+                             "(call aziot.clock.sync() once Wi-Fi is up, or set the RTC first)"
+                             % clock.format_utc(now))
         cert_der = certs.read_der(cfg.cert, "device certificate")
-        if clock.is_set(now):
-            certs.check_current(cert_der, now, cfg.cert)
+        certs.check_current(cert_der, now, cfg.cert)
         return cert_der, certs.read_der(cfg.key, "device key"), None
 
     def connect(self):

@@ -157,6 +157,10 @@ def handshake(sock, ctx, server_hostname, where):
 
 def describe_error(err, where):
     code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
+    if code == _ENOMEM:  # mbedTLS could not allocate (on rp2 it allocates from the MicroPython heap)
+        return ("TLS handshake with %s failed: out of memory (the handshake needs its receive buffer, up to "
+                "16 KB, in one block and 35-45 KB in all; free heap after a collection: %d bytes)"
+                % (where, _free_heap()))
     if code >= 0:  # an errno from the socket under TLS, not an mbedTLS code
         return "TLS handshake with %s failed: %s" % (where, oserror_text(err))
     msg = "TLS handshake with %s failed: %s (-0x%04X)" % (where, _text(err), -code)
@@ -167,6 +171,16 @@ def describe_error(err, where):
                 "enable it, or build with a larger MBEDTLS_SSL_IN_CONTENT_LEN"
                 % (aziot_tls.buffer_sizes()[0], aziot_tls.max_fragment_length() or "off"))
     return msg + ("; " + hint if hint else "")
+
+
+_ENOMEM = 12
+
+
+def _free_heap():
+    import gc
+
+    gc.collect()
+    return gc.mem_free()
 
 
 def _text(err):

@@ -37,6 +37,7 @@ def prepare_unix_lib(lib_dir: str = paths.UNIX_LIB) -> str:
 
 def _command(image, app, app_args, heap, lib_dir, binary=None):
     cmd = [binary or paths.micropython()]
+    heap = heap or os.environ.get("MICROPYTHON_HEAP")  # a board's heap for every device run, e.g. 210K
     if heap:
         cmd += ["-X", "heapsize=" + heap]
     cmd += [paths.FLASHRUN, image, lib_dir]

@@ -73,6 +73,14 @@ def _make(args, log):
         raise BuildError("make failed (log: %s):\n%s" % (os.path.relpath(log), tail))
 
 
+def _check_m32():
+    probe = subprocess.run(["gcc", "-m32", "-x", "c", "-", "-o", os.devnull], input="int main(void){return 0;}",
+                           capture_output=True, text=True)
+    if probe.returncode:
+        raise BuildError("the board-faithful Unix builds are 32-bit: install Debian's gcc-multilib "
+                         "(`make unix-mfl` does) (gcc -m32: %s)" % probe.stderr.strip().splitlines()[-1:])
+
+
 def unix_variants() -> list:
     with open(os.path.join(paths.ROOT, "boards", "unix", "aziot_tls.json")) as f:
         return json.load(f)["variants"]
@@ -86,20 +94,30 @@ def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
     built = []
     for v in unix_variants():
         obj = os.path.join(UNIX_MFL_DIR, "obj-" + v["name"])
+        board_like, cflags = [], []
+        if v.get("bits") == 32:  # a board's word size: needs a 32-bit gcc (Debian gcc-multilib); no libffi then
+            _check_m32()
+            board_like, cflags = ["LDFLAGS_EXTRA=-m32", "MICROPY_PY_FFI=0"], ["-m32"]
+        if v.get("gc_heap"):  # m_tracked_calloc, which the unix port compiles only along with ffi
+            cflags.append("-DMICROPY_TRACKED_ALLOC=1")
+        if cflags:
+            board_like.append("CFLAGS_EXTRA=" + " ".join(cflags))
         _make(["-C", os.path.join(mpy_dir, "ports", "unix"), "-j%d" % jobs, "BUILD=" + obj,
                "USER_C_MODULES=" + os.path.join(paths.ROOT, "firmware"),
                # Quotes escaped for the shell the port's make runs the compiler through.
                'MBEDTLS_CONFIG_FILE=\\"aziot_mbedtls_config.h\\"', "MICROPY_PY_BTREE=0",
                "AZIOT_TLS_IN_LEN=%d" % v["in"], "AZIOT_TLS_OUT_LEN=%d" % v["out"],
                "AZIOT_TLS_DEFAULT_MFL=%d" % v["mfl"], "AZIOT_TLS_ECC_ONLY=%d" % v["ecc_only"],
-               "AZIOT_TLS_VARIABLE_BUFFERS=%d" % v["variable"]],
-              os.path.join(UNIX_MFL_DIR, v["name"] + ".log"))
+               "AZIOT_TLS_VARIABLE_BUFFERS=%d" % v["variable"], "AZIOT_TLS_GC_HEAP=%d" % v.get("gc_heap", 0)]
+              + board_like, os.path.join(UNIX_MFL_DIR, v["name"] + ".log"))
         target = os.path.join(UNIX_MFL_DIR, v["name"])
         shutil.copy2(os.path.join(obj, "micropython"), target)
         built.append(target)
-        print("built %s (IN %d, OUT %d, default MFL %d%s%s) from MicroPython %s" % (
+        print("built %s (IN %d, OUT %d, default MFL %d%s%s%s) from MicroPython %s" % (
             os.path.relpath(target, paths.ROOT), v["in"], v["out"], v["mfl"],
             ", ECDHE-ECDSA only" if v["ecc_only"] else "", ", variable buffers" if v["variable"] else "",
+            ", 32-bit, mbedTLS in the %s, run with a %s heap" % (
+                "GC heap" if v.get("gc_heap") else "C heap", v["heap"]) if v.get("bits") == 32 else "",
             micropython_version(mpy_dir)))
     return built
 

@@ -1,0 +1,59 @@
+"""Getting a board online before its first TLS connect: Wi-Fi settings, the clock, the boards' main.py."""
+
+import json
+import os
+
+import pytest
+
+from aziot_tools import paths
+
+
+def test_wifi_settings_errors_name_the_file_and_key_and_never_the_password(mpy, tmp_path):
+    cases = {
+        "missing.json": None,
+        "notjson.json": "{ssid",
+        "nossid.json": json.dumps({"password": "hunter2-secret"}),
+        "badpass.json": json.dumps({"ssid": "lab", "password": 12345678}),
+    }
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+    out = mpy("""
+        from aziot import wifi
+        from aziot.errors import ConfigError
+        for name in %r:
+            try:
+                wifi.load(%r + "/" + name)
+            except ConfigError as e:
+                print(e)
+    """ % (sorted(cases), str(tmp_path)))
+    base = str(tmp_path)
+    assert out.splitlines() == [
+        "%s/badpass.json: key 'password' must be a string" % base,
+        "Wi-Fi settings not found: %s/missing.json" % base,
+        "%s/nossid.json: key 'ssid' must be a non-empty string" % base,
+        "Wi-Fi settings are not valid JSON: %s/notjson.json" % base,
+    ]
+    assert "hunter2" not in out
+
+
+def test_online_on_a_port_without_wifi_says_so(mpy, tmp_path):
+    (tmp_path / "wifi.json").write_text(json.dumps({"ssid": "lab", "password": "hunter2-secret"}))
+    out = mpy("""
+        from aziot import wifi
+        from aziot.errors import NetworkError
+        try:
+            wifi.online(%r)
+        except NetworkError as e:
+            print("NetworkError", e)
+    """ % str(tmp_path / "wifi.json"))
+    assert out.strip() == ("NetworkError this port has no network module: it cannot join Wi-Fi (on the Unix port "
+                           "the host's network is used as it is)")
+
+
+@pytest.mark.parametrize("board", ["RPI_PICO_W", "ESP32_GENERIC"])
+def test_board_main_compiles_and_brings_the_board_online_before_connecting(mpy, board):
+    path = os.path.join(paths.ROOT, "boards", board, "main.py")
+    source = open(path).read()
+    assert mpy("compile(open(%r).read(), %r, 'exec'); print('OK')" % (path, path)).strip() == "OK"
+    assert source.index("wifi.online()") < source.index("hub.connect()")

@@ -7,10 +7,11 @@ firmware without the hook runs on the stock Unix port, always.
 
 import os
 import textwrap
+import time
 
 import pytest
 
-from aziot_tools import device, firmware, pki
+from aziot_tools import device, firmware, flashimage, pki
 from aziot_tools.faults import FaultProxy
 from devicecode import CONNECT_AND_SEND, outcome
 
@@ -227,3 +228,20 @@ def test_a_handshake_record_too_big_for_the_buffer_names_the_buffer(preview_hub,
     assert out.startswith("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net"), out
     assert out.endswith("a TLS record larger than this firmware's 2048-byte receive buffer (max_fragment_length "
                         "off): enable it, or build with a larger MBEDTLS_SSL_IN_CONTENT_LEN"), out
+
+
+@needs_mfl_build
+@pytest.mark.skipif(SMALLEST is None, reason="no micropython-2k unix-mfl build")
+def test_a_remembered_offer_this_firmware_cannot_make_falls_through_to_the_next(preview_hub, provision_device,
+                                                                               unix_lib):
+    """A memory file that says "rsa" (from an earlier firmware) on the ECC-only build: ECC, at once."""
+    hub = preview_hub
+    dev = provision_device("dev-2k-mem", hub)
+    files = dict(dev.files)
+    files["/azure-iot/tls-profile.json"] = (
+        b'{"hub_host": "emulated-hub.azure-devices.net", "profile": "rsa", "at": %d}' % int(time.time()))
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    run = run_with(SMALLEST, dev.image_path, CONNECT_AND_SEND, unix_lib)
+    assert outcome(run) == "DONE", run.output
+    assert "CONNECTED ecc" in run.stdout

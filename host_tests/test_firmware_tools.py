@@ -71,3 +71,16 @@ def test_board_folders_reuse_upstream_and_add_the_hook_and_the_library(board):
     else:
         assert "MBEDTLS_CONFIG_FILE ${AZIOT_DIR}/firmware/aziot_tls/aziot_mbedtls_config.h" in cmake
         assert "set(AZIOT_TLS_IN_LEN 16384)" in cmake
+
+
+def test_esp32_flashing_uses_the_venvs_esptool_with_its_current_command_names(tmp_path, capfd):
+    """No board here: the real esptool parses the whole command line, then fails to open the port."""
+    image = tmp_path / "firmware.bin"
+    image.write_bytes(b"\xe9" + bytes(4095))
+    with pytest.raises(firmware.BuildError, match="flashing failed"):
+        firmware.flash("ESP32_GENERIC", port="/dev/aziot-no-such-port", image=str(image))
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert "-m esptool --chip esp32 --port /dev/aziot-no-such-port --baud 460800 write-flash -z 0x1000" in text
+    assert "/dev/aziot-no-such-port" in text.split("write-flash", 1)[1]  # esptool's own complaint names it
+    assert "deprecated" not in text.lower() and "usage:" not in text.lower()  # the command line was accepted

@@ -255,3 +255,23 @@ def test_a_refused_subscription_fails_connect_and_closes_the_socket(hub_state, p
         "SEND ConnectionLost not connected to the hub: the link is down and poll() is reconnecting"], run.output
     assert (seen["connect"], seen["subscribe"]) == (0x10, 0x82)
     assert seen["after"] in (b"", b"\xe0\x00"), seen  # closed (a DISCONNECT first is fine too)
+
+
+@pytest.mark.parametrize("report", [
+    b"hello\n",
+    b'{"token": "guess", "peer": "6.6.6.6:666", "ok": true, "handshake_bytes_in": 0, '
+    b'"handshake_bytes_out": 0, "handshake_ms": 0}\n',
+    b'{"ok": true, "pad": "' + b"x" * 100000 + b'"}\n',
+])
+def test_the_standard_hubs_back_end_serves_only_its_tls_front(hub, provision_device, run_device, report):
+    """The back end is a loopback port any local process can reach: a report without the front's
+    secret is refused, so nobody logs in as a device with only its public certificate."""
+    dev = provision_device("dev-front", hub)
+    backend = hub._server.sockets[0].getsockname()[1]
+    with socket.create_connection(("127.0.0.1", backend), timeout=10) as raw:
+        raw.sendall(report + connect_packet("dev-front", hub.hub_host))
+        raw.settimeout(10)
+        assert raw.recv(16) == b""  # closed, no CONNACK
+    assert first_connection(hub).reason == "the back end was reached without the TLS front's report"
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"  # the real path still works
+    assert [m.payload for m in hub.telemetry("dev-front")] == [b'{"ok": 1}']

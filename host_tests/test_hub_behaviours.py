@@ -275,3 +275,45 @@ def test_a_twin_larger_than_max_message_does_not_cost_the_connection(hub, provis
         "LINK twin MessageTooLarge twin GET answer of 2069 bytes exceeds max_message 1024",
         "LINK connected bool False", "SENT True MessageTooLarge"], run.output
     assert len(hub.telemetry("dev-bigtwin")) == 1
+
+
+def test_more_c2d_than_can_be_held_before_on_c2d_all_arrive(hub, provision_device, run_device):
+    """8 are held in RAM; the rest stay unacknowledged with the hub, which sends them again only on a
+    new connection: on_c2d() reconnects for them."""
+    dev = provision_device("dev-many", hub)
+    assert run_device(dev.image_path, C2D_LATE_APP, "subscribe").stdout == "DONE\n"
+    for i in range(12):
+        hub.send_c2d("dev-many", b"m%d" % i, message_id="c%02d" % i)
+    late = run_device(dev.image_path, C2D_LATE_APP, "late")
+    got = sorted(l.split()[1] for l in late.stdout.splitlines() if l.startswith("C2D"))
+    assert got == ["c%02d" % i for i in range(12)], late.output
+    assert hub.c2d_pending("dev-many") == []
+
+
+def test_a_desired_handler_that_raises_at_connect_fails_it_and_sees_the_change_again(hub, provision_device,
+                                                                                      run_device):
+    dev = provision_device("dev-dh", hub)
+    hub.update_desired("dev-dh", {"led": "on"})
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        mode = ["raise"]
+
+        def on_desired(patch, version):
+            if mode[0] == "raise":
+                raise KeyError("led")
+            print("REPORTED", hub.report({"led": patch["led"]}))
+
+        hub.on_desired(on_desired)
+        try:
+            hub.connect()
+        except KeyError as e:
+            print("CONNECT", type(e).__name__, e, "CONNECTED?", hub.connected)
+        mode[0] = "report"
+        hub.connect()  # the change the handler failed on comes to it again
+        print("DONE", hub.connected)
+        hub.disconnect()
+    """)
+    assert run.stdout.splitlines() == ["CONNECT KeyError led CONNECTED? False", "REPORTED 2", "DONE True"], \
+        run.output
+    assert eventually(lambda: [c.result for c in hub.connections("dev-dh")] == ["closed", "closed"])

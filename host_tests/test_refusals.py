@@ -285,3 +285,10 @@ def test_root_file_errors_name_the_path(hub, provision_device, run_device):
     rewrite_image(dev, {}, dict(dev.config, roots=[]))
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
         "ERROR CertificateError no root CA files in config key 'roots': the hub cannot be verified"
+
+
+def test_a_memory_file_that_would_overwrite_another_file_is_refused(hub, provision_device, run_device):
+    dev = provision_device("dev-memclash", hub, tls_memory_file="/azure-iot/config.json")
+    out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+    assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_memory_file' names a file the device "
+                   "needs for something else: /azure-iot/config.json")

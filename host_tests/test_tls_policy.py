@@ -28,7 +28,7 @@ def test_versions_other_than_tls12_are_refused(any_hub, version):
     code, out = s_client(hub, version, *extra)
     assert code != 0
     assert "alert protocol version" in out
-    assert [c.reason for c in hub.connections()] == ["unsupported protocol"]
+    assert first_connection(hub).reason == "unsupported protocol" and len(hub.connections()) == 1
 
 
 RSA_SUITES = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA256",

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from aziot_tools import flashimage
 from devicecode import CONNECT_AND_SEND, outcome
 
 
@@ -180,3 +181,33 @@ def test_each_small_publish_is_one_tls_record(preview_hub, provision_device, run
     # After the handshake: CONNECT record, 50 PUBLISH records, DISCONNECT record, close_notify.
     per_message = (conn.bytes_in - conn.handshake_bytes_in) / 50
     assert per_message <= mqtt_bytes + 29 + 3, per_message
+
+
+@pytest.mark.parametrize("memory", [
+    '{"hub_host": "emulated-hub.azure-devices.net", "profile": "rsa", "at": 1e400}',  # overflows int()
+    '{"hub_host": "emulated-hub.azure-devices.net", "profile": "rsa", "at": "soon"}',
+    "[" * 20000,  # deep nesting
+    '{"hub_host": "emulated-hub.azure-devices.net", "profile": "rsa", "at": 0, "pad": "%s"}' % ("x" * 60000),
+    "{torn",
+])
+def test_a_bad_memory_file_is_ignored_not_fatal(hub, provision_device, run_device, memory):
+    """The memory file is the device's own, but flash tears and files get copied: it may hold anything."""
+    dev = provision_device("dev-badmem", hub)
+    files = dict(dev.files)
+    files["/azure-iot/tls-profile.json"] = memory.encode()
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    run = run_device(dev.image_path, REMEMBERING_APP, "1", heap="160K")
+    assert "CONNECTED rsa" in run.stdout, run.output
+    assert [a.result for a in _attempts(hub, 2)] == ["tls-failed", "closed"]  # probed ECC, as with no memory
+
+
+def test_tls_probe_s_0_offers_ecc_every_time_and_keeps_nothing(hub, provision_device, run_device):
+    dev = provision_device("dev-probe0", hub, tls_probe_s=0)
+    run = run_device(dev.image_path, REMEMBERING_APP + """
+import os
+print("FILES", sorted(os.listdir("/azure-iot")))
+""", "2")
+    assert run.stdout.count("CONNECTED rsa") == 2, run.output
+    assert "tls-profile.json" not in run.stdout.split("FILES")[1]
+    assert [a.result for a in _attempts(hub, 4)] == ["tls-failed", "closed"] * 2

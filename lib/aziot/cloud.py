@@ -2,7 +2,8 @@
 
 HubClient inherits these; they are apart only so that each module stays
 small enough to compile from source in a board's heap. They need from
-HubClient: config, _session, _live(), _event(), _lost() and last_error;
+HubClient: config, _session, _live(), _event(), _lost(), _reconnect_now() and
+last_error;
 _init_handlers() sets up the rest.
 """
 
@@ -15,7 +16,7 @@ from .errors import ConfigError, ConnectionLost, MessageTooLarge, ProtocolError,
 from .messages import C2DMessage, error_body, load_json, method_response
 
 
-_MAX_HELD_C2D = 8  # C2D kept in RAM until on_c2d() is called; more stay with the hub
+_MAX_HELD_C2D = 8  # C2D kept in RAM until on_c2d() is called (and max_message bytes); more stay with the hub
 
 
 class CloudHandlers:
@@ -27,6 +28,7 @@ class CloudHandlers:
         self._desired_version = None  # of the last desired state handed to the handler
         self._subscribed = []
         self._held_c2d = []  # C2D that arrived before on_c2d(): unacknowledged, so the hub keeps it
+        self._c2d_unheld = 0  # ... and how many more did not fit here
         self._twin_retry_at = None  # ticks_ms when poll() retries a failed connect-time twin fetch
         cfg = self.config
         self._twin_backoff = Backoff(cfg.reconnect_min_ms, cfg.reconnect_max_ms, cfg.throttle_ms)
@@ -61,7 +63,10 @@ class CloudHandlers:
         if self._connected():
             self._subscribe(protocol.c2d_subscription(self.config.device_id), 1)
             self._session.inbox[:0] = self._held_c2d  # handled, then acknowledged, at the next poll()
+            if self._c2d_unheld:  # the hub redelivers unacknowledged messages only on a new connection
+                self._reconnect_now()
         self._held_c2d = []
+        self._c2d_unheld = 0
 
     def on_method(self, name, handler):
         """handler(name, payload bytes) -> None | status | (status, body) for direct method name.
@@ -145,9 +150,10 @@ class CloudHandlers:
     def _sync_twin(self):
         """The connect-time twin fetch: a failure is reported (last_error, on_link "twin") and
         retried from poll() with backoff, never raised, so a throttled (429) or slow twin GET,
-        or a twin above max_message, does not cost the connection."""
+        or a twin above max_message, does not cost the connection. Other exceptions from the
+        desired handler are the application's, and go to the caller."""
         try:
-            self._catch_up_desired()
+            self._catch_up_desired(self.get_twin())  # a handler's own hub errors (report(): 429) retry too
         except (ConnectionLost, RequestTimeout, RequestFailed, MessageTooLarge, ProtocolError) as e:
             if not self._connected():  # the link broke under it: poll() reconnects
                 self._lost(e)
@@ -163,13 +169,15 @@ class CloudHandlers:
     def _twin_sync_due(self):
         return self._twin_retry_at is not None and time.ticks_diff(time.ticks_ms(), self._twin_retry_at) >= 0
 
-    def _catch_up_desired(self):
+    def _catch_up_desired(self, twin=None):
         """Hand the handler the desired state if it changed while we were not listening."""
-        desired = self.get_twin().get("desired", {})
+        desired = (twin or self.get_twin()).get("desired", {})
+        if not isinstance(desired, dict):
+            raise ProtocolError("the twin's desired properties are not a JSON object")
         version = desired.pop("$version", None)
         if version is not None and (self._desired_version is None or version > self._desired_version):
-            self._desired_version = version
             self._desired_handler(desired, version)
+            self._desired_version = version  # handled: a handler that raised sees it again next time
 
     # --- handling what arrived ---------------------------------------------------
 
@@ -199,9 +207,12 @@ class CloudHandlers:
             if self._c2d_handler is None:
                 # Queued C2D reaches a clean-session-0 device right after CONNACK, maybe
                 # before the application called on_c2d(): keep it unacknowledged.
-                if len(self._held_c2d) < _MAX_HELD_C2D:
+                held = sum(m.size for m in self._held_c2d)
+                if len(self._held_c2d) < _MAX_HELD_C2D and held + msg.size <= self.config.max_message:
                     self._held_c2d.append(msg)
-                return True  # beyond that, unacknowledged too: the hub redelivers at the next connect
+                else:  # unacknowledged too; on_c2d() reconnects so that the hub sends it again
+                    self._c2d_unheld += 1
+                return True
             self._c2d_handler(C2DMessage(msg.payload, parsed[1]))
         elif kind == protocol.DESIRED:
             if msg.payload is None:

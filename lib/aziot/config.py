@@ -105,6 +105,10 @@ class Config:
         if self.max_fragment_length not in (-1, 0, 512, 1024, 2048, 4096):
             raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
                               "or -1 (the firmware's default)" % source)
+        if self.tls_memory_file and self.tls_memory_file in (
+                source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH):
+            raise ConfigError("%s: key 'tls_memory_file' names a file the device needs for something else: %s"
+                              % (source, self.tls_memory_file))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

@@ -129,16 +129,17 @@ class HubClient(CloudHandlers):
                                     timeout=cfg.timeout)
         self._subscribed = []
         self._held_c2d = []  # packet ids belong to the old session: the hub redelivers those
+        self._c2d_unheld = 0
         try:
             for topic, qos in self._subscriptions():
                 self._subscribe(topic, qos)
-        except BaseException:  # a failed connect() leaves no session behind
+            self._connected_at = time.ticks_ms()
+            self._send_queued()  # what waited offline goes first
+            if self._desired_handler is not None and self._connected():
+                self._sync_twin()
+        except BaseException:  # a failed connect() (a desired handler that raised, too) leaves no session
             self._session.close()
             raise
-        self._connected_at = time.ticks_ms()
-        self._send_queued()  # what waited offline goes first
-        if self._desired_handler is not None and self._connected():
-            self._sync_twin()
         if self._connected():  # (a link that broke meanwhile was reported "lost"; poll() reconnects)
             self.stats["connects"] += 1
             self._event("connected", self._session.session_present)
@@ -150,14 +151,20 @@ class HubClient(CloudHandlers):
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = self.profiles.order(self._now())
         for i, profile in enumerate(profiles):
-            ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
+            last = i + 1 == len(profiles)
+            try:
+                ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
+            except TlsError:
+                if last:
+                    raise
+                continue  # a firmware without these suites (e.g. an ECC-only build): make the next offer
             sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
             named = where + " with profile '%s'" % profile
             try:
                 stream = tlsconf.handshake(sock, ctx, cfg.hub_host, named)
             except TlsError as e:
                 sock.close()
-                if e.code == tlsconf.ERR_FATAL_ALERT and i + 1 < len(profiles):
+                if e.code == tlsconf.ERR_FATAL_ALERT and not last:
                     ctx = None
                     gc.collect()  # the refused context's memory, before a board's heap fragments around it
                     continue  # a standard hub refuses the ECDSA-only offer: make the next one
@@ -193,6 +200,11 @@ class HubClient(CloudHandlers):
         delay = self.backoff.next_delay(throttled)
         self._next_attempt = time.ticks_add(time.ticks_ms(), delay)
         self._event("retry", (delay, ceiling + (self.backoff.throttle_ms if throttled else 0)))
+
+    def _reconnect_now(self):
+        """End the link on purpose (DISCONNECT); the next poll() reconnects at once."""
+        self._session.disconnect()
+        self._next_attempt = time.ticks_ms()
 
     def _lost(self, err):
         """The link broke: close it and schedule a reconnect by the backoff schedule."""
@@ -327,8 +339,7 @@ class HubClient(CloudHandlers):
             # The hub drops a client whose token expired: reconnect with a new one first.
             self.stats["renewals"] += 1
             self._renew_at = None
-            session.disconnect()
-            self._next_attempt = now
+            self._reconnect_now()
             return True
         keepalive_ms = self.config.keepalive * 1000
         if not keepalive_ms:

@@ -9,7 +9,7 @@ wraps and logs in itself, then hands the socket to MQTTClient.
 
 import time
 
-from umqtt.simple import MQTTClient
+from umqtt.simple import MQTTClient, MQTTException
 
 from . import protocol
 from .errors import ConnectionLost, ConnectionRefused, ProtocolError, oserror_text
@@ -216,10 +216,9 @@ class MqttSession:
             self._client.subscribe(topic, qos)
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
             raise self._failed(doing, e)
-        except Exception as e:  # umqtt.simple's MQTTException(return code): the peer refused the filter
-            code = e.args[0] if e.args and isinstance(e.args[0], int) else None
-            raise ProtocolError("the hub refused the subscription to %s (%s)" % (
-                _text(topic), "SUBACK return code 0x%02X" % code if code is not None else e))
+        except MQTTException as e:  # umqtt.simple raises it with SUBACK's return code: the peer refused
+            raise self._failed(doing, ProtocolError("the hub refused the subscription to %s (SUBACK return "
+                                                    "code 0x%02X)" % (_text(topic), e.args[0])))
         self.last_sent = time.ticks_ms()
 
     def acknowledge(self, packet_id):

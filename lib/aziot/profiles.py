@@ -14,6 +14,8 @@ this only matters when the device is moved to another hub of the same name).
 import json
 import os
 
+_MAX_FILE = 256  # what the memory file can hold; anything longer is not ours
+
 # The offers made, in order, for each configured profile (when nothing is remembered).
 ORDERS = {"ecc": ("ecc",), "rsa": ("rsa",), "compat": ("compat",),
           "ecc+rsa": ("ecc", "rsa"), "auto": ("ecc", "rsa")}
@@ -38,8 +40,9 @@ class ProfileChooser:
 
     def worked(self, profile, now):
         """Remember the offer that got a handshake; flash is written only when the answer changes or ages."""
-        if self.profile != "auto" or (self.learned and self.learned[0] == profile and self._fresh(now)):
-            return
+        if self.profile != "auto" or not self.probe_s or (
+                self.learned and self.learned[0] == profile and self._fresh(now)):
+            return  # (tls_probe_s 0: ECC is offered at every connect, nothing to keep)
         self.learned = (profile, int(now))
         if self.memory_file:
             self._save()
@@ -52,11 +55,14 @@ class ProfileChooser:
     def _load(self):
         try:
             with open(self.memory_file) as f:
-                saved = json.loads(f.read())
-            if saved["hub_host"] == self.hub_host and saved["profile"] in ("ecc", "rsa"):
-                return saved["profile"], int(saved["at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # nothing (or a torn file) remembered: probe ECC first
+                text = f.read(_MAX_FILE)
+            saved = json.loads(text)
+            at = saved["at"]
+            if (saved["hub_host"] == self.hub_host and saved["profile"] in ("ecc", "rsa")
+                    and isinstance(at, int) and not isinstance(at, bool)):
+                return saved["profile"], at
+        except Exception:  # nothing remembered, or a torn, foreign or hostile file: probe ECC first
+            pass
         return None
 
     def _save(self):

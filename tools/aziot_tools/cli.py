@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import subprocess
 import sys
 
 from . import paths, pki
@@ -41,6 +42,12 @@ def cmd_hub(args):
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        print("aziot hub: cannot listen on %s:%d: %s" % (args.listen, args.port, e.strerror or e), file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # the standard mode's TLS front could not be built or started
+        print("aziot hub: %s" % e, file=sys.stderr)
+        return 1
     return 0
 
 
@@ -190,10 +197,19 @@ def cmd_run(args):
     from . import device
 
     device.prepare_unix_lib()
-    result = device.run(args.image, args.app, timeout=args.timeout, heap=args.heap)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
-    return result.returncode
+    # The device's output goes straight to this terminal, as a board's REPL shows it; Ctrl-C stops it.
+    proc = subprocess.Popen(device.command(args.image, args.app, heap=args.heap))
+    try:
+        return proc.wait(args.timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        print("aziot run: stopped after --timeout %g s" % args.timeout, file=sys.stderr)
+        return 124
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        return 130
 
 
 def cmd_demo(args):
@@ -304,7 +320,8 @@ def build_parser():
                                    "and run APP (or the image's /main.py).")
     p.add_argument("image")
     p.add_argument("app", nargs="?")
-    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--timeout", type=float, default=None, help="stop the app after this many seconds "
+                                                                   "(default: run until it ends, or Ctrl-C)")
     p.add_argument("--heap", help="MicroPython heap size, e.g. 160K, to mimic a board")
     p.set_defaults(func=cmd_run)
 

@@ -8,8 +8,9 @@ under the MicroPython Unix port and prints what the hub saw; then runs
 examples/remote_control.py and plays the cloud: a direct method call, a
 desired-property change that comes back as a reported property, a
 cloud-to-device message, and a "reboot" method that ends the app. Then the
-same device meets a preview-mode hub of the same name, where it gets the ECC
-chain (and MFL, on a firmware with the aziot_tls hook).
+same identity, provisioned afresh, meets a preview-mode hub of the same
+name, where it gets the ECC chain (and MFL, on a firmware with the aziot_tls
+hook).
 """
 
 import logging
@@ -38,11 +39,10 @@ def main(args) -> int:
         run, messages = _telemetry(hub, image, args.messages)
         print("== device (MicroPython Unix port) runs examples/remote_control.py; the cloud steers it")
         steered = _steer(hub, image)
-    print("== the same device, moved to a preview-mode hub of the same name (ECC chain, MFL honoured)")
+    print("== the same identity, provisioned afresh for a preview-mode hub of the same name (ECC chain, MFL)")
     with BackgroundHub(state, port=0, tls_mode="preview") as hub:
         print("   %s on 127.0.0.1:%d" % (hub.hub_host, hub.port))
-        # Same identity and flash image, new port; the remembered "rsa" is for this host name, so
-        # re-provisioning (which resets the image) lets auto probe ECC at once.
+        # Same identity, a new image (the old one remembers RSA for this host name until tls_probe_s).
         provision.provision(state, DEVICE_ID, image, address="127.0.0.1", port=hub.port, register=False,
                             identity=dev.identity, tls_profile=args.profile)
         run_preview, preview_messages = _telemetry(hub, image, 1)

@@ -35,7 +35,8 @@ def prepare_unix_lib(lib_dir: str = paths.UNIX_LIB) -> str:
     return lib_dir
 
 
-def _command(image, app, app_args, heap, lib_dir, binary=None):
+def command(image, app=None, app_args=(), heap=None, lib_dir=paths.UNIX_LIB, binary=None):
+    """The micropython command line that runs app (or the image's /main.py) on the mounted image."""
     cmd = [binary or paths.micropython()]
     heap = heap or os.environ.get("MICROPYTHON_HEAP")  # a board's heap for every device run, e.g. 210K
     if heap:
@@ -53,7 +54,7 @@ def run(image: str, app: str = None, *app_args, timeout: float = 60, heap: str =
     heap, e.g. "160K", gives MicroPython a board-sized heap; binary, another
     micropython than $MICROPYTHON or the venv's (e.g. a unix-mfl build).
     """
-    proc = subprocess.run(_command(image, app, app_args, heap, lib_dir, binary), capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(command(image, app, app_args, heap, lib_dir, binary), capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})))
     return DeviceRun(proc.returncode, proc.stdout, proc.stderr)
 
@@ -67,7 +68,7 @@ class LiveDevice:
 
     def __init__(self, image: str, app: str, *app_args, heap: str = None, lib_dir: str = paths.UNIX_LIB,
                  binary: str = None):
-        self._proc = subprocess.Popen(_command(image, app, app_args, heap, lib_dir, binary), stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen(command(image, app, app_args, heap, lib_dir, binary), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines = []  # everything printed so far
         self._new = queue.Queue()

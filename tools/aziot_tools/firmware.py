@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from . import paths
 
@@ -151,6 +152,11 @@ def build_board(board: str, mpy_dir: str, jobs: int = 2) -> str:
     return image
 
 
+def esptool_command(port: str, *args) -> list:
+    """esptool from this Python's environment, for the ESP32 on port."""
+    return [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud", "460800", *args]
+
+
 def flash(board: str, port: str = None, image: str = None):
     """Write a built image: esptool for ESP32, a UF2 copy (or picotool) for Pico W."""
     if board not in BOARDS:
@@ -162,8 +168,8 @@ def flash(board: str, port: str = None, image: str = None):
     if board == "ESP32_GENERIC":
         if not port:
             raise BuildError("PORT must name the board's serial port, e.g. PORT=/dev/ttyUSB0")
-        cmd = ["esptool.py", "--chip", "esp32", "--port", port, "--baud", "460800", "write_flash", "-z",
-               "0x1000", image]
+        # The venv's esptool (5.x: `write-flash`; `esptool.py` and `write_flash` are deprecated).
+        cmd = esptool_command(port, "write-flash", "-z", "0x1000", image)
     elif port and os.path.isdir(port):  # the RPI-RP2 drive of a Pico held in BOOTSEL
         shutil.copy(image, os.path.join(port, os.path.basename(image)))
         print("copied %s to %s; the board reboots into it" % (image, port))

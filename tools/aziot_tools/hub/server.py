@@ -67,7 +67,7 @@ class ConnectionRecord:
     handshake_bytes_in: int = 0
     handshake_bytes_out: int = 0
     handshake_ms: float = None
-    bytes_in: int = 0  # all TLS bytes from the client, handshake included
+    bytes_in: int = 0  # all TLS bytes from the client, handshake included (None: standard hub, not counted)
     username: str = None
     api_version: str = None
     clean_session: bool = None
@@ -321,7 +321,8 @@ class HubEmulator:
             self._server = await asyncio.start_server(self._handle, self.listen_host, self.port)
             self.port = self._server.sockets[0].getsockname()[1]
         else:  # devices reach the TLS front; it hands each connection to this loopback back end
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            # (a report line carries the client's certificates: a chain may exceed asyncio's 64 KB line limit)
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=1 << 20)
             try:
                 await self._front.start(self.listen_host, self.port, self._server.sockets[0].getsockname()[1])
             except BaseException:
@@ -361,7 +362,7 @@ class HubEmulator:
         if self._front is None:
             stream = tlspolicy.TlsStream(self._ctx, reader, writer)
         else:
-            stream = tlsfront.FrontStream(reader, writer)
+            stream = tlsfront.FrontStream(reader, writer, self._front.token)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -447,6 +448,7 @@ class HubEmulator:
         previous = self._sessions.get(client_id)
         if previous is not None:
             log.info("%s second connection for %s: dropping the first", record.peer, client_id)
+            previous.record.reason = "a second connection for this identity dropped it"
             previous.stream.close()
         # Clean session 0 keeps the subscriptions (and so the C2D flow) across connections.
         if connect.clean_session:

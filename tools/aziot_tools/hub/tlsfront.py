@@ -12,6 +12,7 @@ and hands the emulator one JSON line of handshake facts, then the plaintext.
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -67,12 +68,15 @@ class TlsFront:
         self.key_path = key_path
         self.proc = None
         self.port = None
+        # Every report carries it: the back end is a loopback port any local process could reach.
+        self.token = os.urandom(16).hex()
 
     async def start(self, listen_host: str, port: int, backend_port: int):
         self.proc = await asyncio.create_subprocess_exec(
             binary(), "-listen", "%s:%d" % (listen_host, port), "-backend", "127.0.0.1:%d" % backend_port,
             "-chain", self.chain_path, "-key", self.key_path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self.proc.stdin.write((self.token + "\n").encode())  # on stdin, not argv: `ps` shows argv
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         if not line.startswith(b"listening "):
             await self.stop()
@@ -94,7 +98,8 @@ class TlsFront:
 class FrontStream:
     """One device connection as the emulator sees it behind the front: the same interface as TlsStream."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str):
+        self._token = token
         self._reader = reader
         self._writer = writer
         self._facts = {}
@@ -104,10 +109,13 @@ class FrontStream:
         self.peer = None
 
     async def handshake(self):
-        line = await self._reader.readline()
-        if not line:
-            raise TlsRefused("the TLS front closed the connection")
-        facts = json.loads(line)
+        try:
+            line = await self._reader.readline()
+            facts = json.loads(line) if line else None
+        except ValueError:  # over the line limit, or not JSON
+            facts = None
+        if not isinstance(facts, dict) or not hmac.compare_digest(str(facts.get("token")), self._token):
+            raise TlsRefused("the back end was reached without the TLS front's report")
         self._facts = facts
         self.peer = facts["peer"]
         self.handshake_bytes = (facts["handshake_bytes_in"], facts["handshake_bytes_out"])

@@ -16,10 +16,14 @@
 // A failed handshake is reported the same way, then the link is closed.
 //
 // Usage: tlsfront -listen 127.0.0.1:0 -backend 127.0.0.1:PORT -chain rsa-chain.pem -key rsa-key.pem
-// Prints "listening HOST:PORT" on stdout once it accepts connections.
+// The first line on stdin is a secret that every report carries, so that the
+// back end (a loopback port any local process could reach) serves only this
+// front; the process exits when stdin closes. Prints "listening HOST:PORT" on
+// stdout once it accepts connections.
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -29,6 +33,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -63,6 +68,7 @@ func (c *counted) totals() (int, int) {
 }
 
 type report struct {
+	Token     string   `json:"token"`
 	Peer      string   `json:"peer"`
 	OK        bool     `json:"ok"`
 	Reason    string   `json:"reason,omitempty"`
@@ -105,6 +111,12 @@ func main() {
 		// Full 16 KB records from the first byte, as a hub that ignores MFL may send.
 		DynamicRecordSizingDisabled: true,
 	}
+	stdin := bufio.NewReader(os.Stdin)
+	token, err := stdin.ReadString('\n')
+	if err != nil {
+		log.Fatalf("tlsfront: no secret on stdin: %v", err)
+	}
+	token = strings.TrimSpace(token)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatalf("tlsfront: %v", err)
@@ -113,7 +125,7 @@ func main() {
 	os.Stdout.Sync()
 	// The emulator closes stdin to stop this process.
 	go func() {
-		io.Copy(io.Discard, os.Stdin)
+		io.Copy(io.Discard, stdin)
 		os.Exit(0)
 	}()
 	for {
@@ -121,18 +133,18 @@ func main() {
 		if err != nil {
 			log.Fatalf("tlsfront: %v", err)
 		}
-		go serve(conn, config, *backend, *timeout)
+		go serve(conn, config, *backend, *timeout, token)
 	}
 }
 
-func serve(raw net.Conn, config *tls.Config, backend string, timeout time.Duration) {
+func serve(raw net.Conn, config *tls.Config, backend string, timeout time.Duration, token string) {
 	defer raw.Close()
 	if tcp, ok := raw.(*net.TCPConn); ok {
 		tcp.SetNoDelay(true)
 	}
 	wire := &counted{Conn: raw}
 	conn := tls.Server(wire, config)
-	rep := report{Peer: raw.RemoteAddr().String()}
+	rep := report{Token: token, Peer: raw.RemoteAddr().String()}
 	started := time.Now()
 	raw.SetDeadline(started.Add(timeout))
 	err := conn.Handshake()

@@ -145,52 +145,29 @@ def cmd_telemetry(args):
 
 
 def cmd_provision(args):
-    from . import provision
-    from .hub.server import ServerIdentity
+    from . import field
+    from .provision import ProvisionError
 
-    main_py = None
-    if args.main:
-        with open(args.main, "rb") as f:
-            main_py = f.read()
-    to_emulator = args.roots == "emulator"
-    if to_emulator:
-        ServerIdentity(args.state, args.hub_host)  # the roots the device must trust
-    overrides = {"tls_profile": args.profile}
-    if args.address:
-        overrides["address"] = args.address
-    if args.port:
-        overrides["port"] = args.port
-    dev = provision.provision(args.state, args.device_id, args.image, auth=args.auth, hub_host=args.hub_host,
-                              roots=args.roots, register=to_emulator, main_py=main_py, **overrides)
-    folder = os.path.join(args.state, "devices")
-    if dev.sas_key:
-        key_path = provision.write_sas_key(dev.sas_key, folder, args.device_id)
-        print("device %s: sas, primary key in %s (never printed)" % (args.device_id, os.path.relpath(key_path)))
-    else:
-        provision.write_identity(dev.identity, folder, args.device_id)
-        print("device %s: %s, thumbprint SHA-256 %s" % (args.device_id, args.auth, dev.identity.thumbprint_sha256))
-        print("identity: %s (certificate and key, PEM)"
-              % os.path.relpath(os.path.join(folder, args.device_id + ".pem")))
-    print("flash image: %s" % args.image)
-    for path in sorted(dev.files):
-        print("  %-44s %6d bytes" % (path, len(dev.files[path])))
-    if to_emulator:
-        print("registered with the emulator in %s" % os.path.relpath(args.state))
-    else:
-        hub_name = args.hub_host.split(".")[0]
-        if args.auth == "sas":
-            print("register it on the hub (the key is read from the file, not typed):\n"
-                  "  az iot hub device-identity create --hub-name %s --device-id %s --auth-method shared_private_key "
-                  "--primary-key \"$(cat %s)\"" % (hub_name, args.device_id, os.path.relpath(key_path)))
-        elif args.auth == "x509_thumbprint":
-            print("register it on the hub:\n  az iot hub device-identity create --hub-name %s --device-id %s "
-                  "--auth-method x509_thumbprint --primary-thumbprint %s"
-                  % (hub_name, args.device_id, dev.identity.thumbprint_sha256))
+    try:
+        if args.csv:
+            reports, refusals = field.provision_csv(args, args.csv, args.image_dir)
+        elif args.device_id is None or not args.image:
+            raise ProvisionError("give --device-id and --image, or --csv (with --image-dir)")
         else:
-            print("register it on the hub (the fleet CA %s must be uploaded and verified first):\n"
-                  "  az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
-                  % (os.path.relpath(os.path.join(args.state, "pki", "device-ca.pem")), hub_name, args.device_id))
-    return 0
+            reports, refusals = [field.provision_one(args, args.device_id, args.image)], []
+    except ProvisionError as e:
+        print("aziot provision: %s" % e, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"provisioned": reports, "refused": refusals}, indent=2))
+    else:
+        for report in reports:
+            print(field.report_text(report))
+        for r in refusals:
+            print("refused, line %d (%s): %s" % (r["line"], r["device_id"] or "no id", r["reason"]))
+        if args.csv:
+            print("provisioned %d, refused %d" % (len(reports), len(refusals)))
+    return 1 if refusals else 0
 
 
 def cmd_run(args):
@@ -297,8 +274,16 @@ def build_parser():
                        description="Create an ECC P-256 device identity, register it with the hub "
                                    "emulator's registry and write the device's littlefs image.")
     _add_state(p)
-    p.add_argument("--device-id", required=True)
-    p.add_argument("--image", required=True, help="output littlefs image path")
+    p.add_argument("--device-id", help="the device id (IoT Hub's rules: 1-128 letters, digits, - . %% _ * ? ! ( ) , : = @ $ ')")
+    p.add_argument("--image", help="output littlefs image path")
+    p.add_argument("--csv", help="provision every device_id (optional auth column) of this CSV file instead")
+    p.add_argument("--image-dir", default="build/images", help="with --csv: where the images go (default: %(default)s)")
+    p.add_argument("--days", type=int, default=365, help="device certificate validity (default: %(default)s)")
+    p.add_argument("--ca-cert", help="x509_ca: your fleet CA certificate (PEM) instead of the state's own")
+    p.add_argument("--ca-key", help="x509_ca: that CA's private key (PEM)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a device's existing identity (its registration then no longer matches)")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
     p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca", "sas"),
                    help="x509_thumbprint (self-signed ECC P-256), x509_ca (signed by the fleet CA), "
                         "or sas (a random device key in /azure-iot/sas.key) (default: %(default)s)")

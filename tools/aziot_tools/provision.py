@@ -9,13 +9,30 @@ image with its config, roots, and certificate and key (or SAS key file).
 import base64
 import json
 import os
+import re
 from dataclasses import dataclass, field
+
+from cryptography import x509
 
 from . import flashimage, pki
 from .roots import azure_root_files
 from .hub.registry import Registry
 
 FLEET_CA_NAME = "aziot-fleet-ca"
+
+# "Understand the identity registry in your IoT hub" (Microsoft Learn): device and module ids are
+# case-sensitive, up to 128 ASCII characters: letters, digits and - . % _ * ? ! ( ) , : = @ $ '
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}\Z")
+
+
+class ProvisionError(Exception):
+    """Provisioning refused; the message says why and what to do."""
+
+
+def check_id(value: str, what: str = "device id"):
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ProvisionError("%s %r is not one IoT Hub accepts: 1 to 128 ASCII letters, digits and "
+                             "- . %% _ * ? ! ( ) , : = @ $ '" % (what, value))
 ROOT_FILES = {"ecc": "/azure-iot/roots/hub-ecc-root.der", "rsa": "/azure-iot/roots/hub-rsa-root.der"}
 
 
@@ -29,8 +46,11 @@ class ProvisionedDevice:
     sas_key: str = field(repr=False, default=None)  # auth "sas": the device's primary key
 
 
-def fleet_ca(state_dir: str) -> pki.Identity:
-    """The CA that signs `x509_ca` devices: made once per hub state, registered as verified."""
+def fleet_ca(state_dir: str, cert_path: str = None, key_path: str = None) -> pki.Identity:
+    """The CA that signs `x509_ca` devices: the one given (certificate and key PEM files), or one
+    made once per state directory; registered with that state's emulator as verified."""
+    if cert_path or key_path:
+        return load_ca(cert_path, key_path)
     folder = os.path.join(state_dir, "pki")
     cert_path, key_path = os.path.join(folder, "device-ca.pem"), os.path.join(folder, "device-ca-key.pem")
     if os.path.exists(cert_path):
@@ -42,6 +62,29 @@ def fleet_ca(state_dir: str) -> pki.Identity:
         f.write(ca.cert_pem)
     _write_private(key_path, ca.key_pem)
     Registry(os.path.join(state_dir, "registry.json")).add_ca(FLEET_CA_NAME, ca.cert_pem)
+    return ca
+
+
+def load_ca(cert_path: str, key_path: str) -> pki.Identity:
+    """A fleet CA brought by the user: both files, a CA certificate, the key that matches it."""
+    if not cert_path or not key_path:
+        raise ProvisionError("a fleet CA needs both files: --ca-cert and --ca-key")
+    try:
+        with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+            ca = pki.load_identity(c.read(), k.read())
+    except OSError as e:
+        raise ProvisionError("cannot read the fleet CA: %s" % e)
+    except ValueError as e:
+        raise ProvisionError("the fleet CA files are not a PEM certificate and its private key: %s" % e)
+    try:
+        is_ca = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ProvisionError("%s is not a CA certificate (basicConstraints CA:TRUE): it cannot sign devices"
+                             % cert_path)
+    if ca.cert.public_key().public_numbers() != ca.key.public_key().public_numbers():
+        raise ProvisionError("%s is not the private key of %s" % (key_path, cert_path))
     return ca
 
 
@@ -66,7 +109,7 @@ def emulator_root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
 def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x509_thumbprint",
               hub_host: str = pki.DEFAULT_HUB_HOST, roots: str = "emulator", root_kinds=None,
               identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
-              **config_overrides) -> ProvisionedDevice:
+              ca: pki.Identity = None, days: int = 365, **config_overrides) -> ProvisionedDevice:
     """Make (or take) the identity, register it with the emulator, write the image.
 
     roots: "emulator" (the emulator's test roots) or "azure" (the real hub's,
@@ -80,8 +123,9 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         sas_key = base64.b64encode(os.urandom(32)).decode()  # as the hub generates device keys
         config_overrides = dict(config_overrides, auth="sas")
     elif identity is None:
-        ca = fleet_ca(state_dir) if auth == "x509_ca" else None
-        identity = pki.make_device_identity(device_id, ca)
+        if auth == "x509_ca" and ca is None:
+            ca = fleet_ca(state_dir)
+        identity = pki.make_device_identity(device_id, ca if auth == "x509_ca" else None, days=days)
     if register:
         Registry(os.path.join(state_dir, "registry.json")).add_device(
             device_id, auth, identity.thumbprint_sha256 if auth == "x509_thumbprint" else "",

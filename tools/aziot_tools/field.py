@@ -1,0 +1,123 @@
+"""`aziot provision`: one device, or a fleet from a CSV file, for the emulator or a real hub.
+
+Each device gets its identity (or SAS key), its flash image, its files kept
+beside the state directory (keys owner-only), and the registration steps:
+done locally for the emulator, printed as `az` commands for a real hub.
+A report (a dict) says what was done; the CLI prints it as text or JSON.
+"""
+
+import csv
+import os
+
+from . import provision
+from .hub.server import ServerIdentity
+
+
+def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
+    """opts: the CLI's options (state, hub_host, roots, profile, address, port, main, days, force, ca_cert,
+    ca_key). Raises provision.ProvisionError for what the user must change."""
+    auth = auth or opts.auth
+    provision.check_id(device_id)
+    if auth not in ("x509_thumbprint", "x509_ca", "sas"):
+        raise provision.ProvisionError("auth %r is not x509_thumbprint, x509_ca or sas" % auth)
+    if not 1 <= opts.days <= 36500:
+        raise provision.ProvisionError("--days must be 1 to 36500, not %d" % opts.days)
+    folder = os.path.join(opts.state, "devices")
+    kept = [os.path.join(folder, device_id + suffix) for suffix in (".pem", "-key.pem", ".sas-key")]
+    if not opts.force and any(os.path.exists(p) for p in kept):
+        # Its thumbprint or key is registered somewhere: a new one would lock the device out.
+        raise provision.ProvisionError("device %s already has an identity in %s: a new one would no longer "
+                                       "match its registration; use --force to replace it" % (device_id, folder))
+    to_emulator = opts.roots == "emulator"
+    if to_emulator:
+        ServerIdentity(opts.state, opts.hub_host)  # the roots the device must trust
+    ca = None
+    if auth == "x509_ca":
+        ca = provision.fleet_ca(opts.state, opts.ca_cert, opts.ca_key)
+        if to_emulator and (opts.ca_cert or opts.ca_key):
+            from .hub.registry import Registry
+
+            Registry(os.path.join(opts.state, "registry.json")).add_ca(provision.FLEET_CA_NAME, ca.cert_pem)
+    main_py = None
+    if opts.main:
+        with open(opts.main, "rb") as f:
+            main_py = f.read()
+    overrides = {"tls_profile": opts.profile}
+    if opts.address:
+        overrides["address"] = opts.address
+    if opts.port:
+        overrides["port"] = opts.port
+    dev = provision.provision(opts.state, device_id, image, auth=auth, hub_host=opts.hub_host, roots=opts.roots,
+                              register=to_emulator, main_py=main_py, ca=ca, days=opts.days, **overrides)
+    report = {"device_id": device_id, "auth": auth, "image": image,
+              "files": {path: len(data) for path, data in sorted(dev.files.items())},
+              "registered_with_emulator": opts.state if to_emulator else None, "register": []}
+    hub_name = opts.hub_host.split(".")[0]
+    if dev.sas_key:
+        report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
+        report["register"].append(
+            "az iot hub device-identity create --hub-name %s --device-id %s --auth-method shared_private_key "
+            "--primary-key \"$(cat %s)\"" % (hub_name, device_id, os.path.relpath(report["sas_key_file"])))
+        return report
+    provision.write_identity(dev.identity, folder, device_id)
+    report.update(thumbprint_sha256=dev.identity.thumbprint_sha256, thumbprint_sha1=dev.identity.thumbprint_sha1,
+                  certificate=kept[0], key=kept[1],
+                  not_after=dev.identity.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if auth == "x509_thumbprint":
+        report["register"].append(
+            "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_thumbprint "
+            "--primary-thumbprint %s" % (hub_name, device_id, dev.identity.thumbprint_sha256))
+    else:
+        ca_pem = opts.ca_cert or os.path.join(opts.state, "pki", "device-ca.pem")
+        report["ca_certificate"] = ca_pem
+        # Once per hub: upload the CA as verified (or verify it by proof of possession in the portal).
+        report["register"].append(
+            "az iot hub certificate create --hub-name %s --name %s --path %s --verified"
+            % (hub_name, provision.FLEET_CA_NAME, os.path.relpath(ca_pem)))
+        report["register"].append(
+            "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
+            % (hub_name, device_id))
+    return report
+
+
+def report_text(report: dict) -> str:
+    lines = []
+    if "sas_key_file" in report:
+        lines.append("device %s: sas, primary key in %s (never printed)"
+                     % (report["device_id"], os.path.relpath(report["sas_key_file"])))
+    else:
+        lines.append("device %s: %s, thumbprint SHA-256 %s, valid until %s"
+                     % (report["device_id"], report["auth"], report["thumbprint_sha256"], report["not_after"]))
+        lines.append("identity: %s (certificate), %s (private key, owner only)"
+                     % (os.path.relpath(report["certificate"]), os.path.relpath(report["key"])))
+    lines.append("flash image: %s" % report["image"])
+    for path, size in report["files"].items():
+        lines.append("  %-44s %6d bytes" % (path, size))
+    if report["registered_with_emulator"]:
+        lines.append("registered with the emulator in %s" % os.path.relpath(report["registered_with_emulator"]))
+    else:
+        lines.append("register it on the hub%s:" % (" (the key is read from the file, not typed)"
+                                                    if "sas_key_file" in report else ""))
+        lines.extend("  " + command for command in report["register"])
+    return "\n".join(lines)
+
+
+def provision_csv(opts, csv_path: str, image_dir: str):
+    """One device per row (`device_id` and optional `auth` columns); returns (reports, refusals)."""
+    reports, refusals = [], []
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise provision.ProvisionError("cannot read %s: %s" % (csv_path, e.strerror or e))
+    if rows and "device_id" not in rows[0]:
+        raise provision.ProvisionError("%s needs a header row with a device_id column" % csv_path)
+    for n, row in enumerate(rows, start=2):
+        device_id = (row.get("device_id") or "").strip()
+        try:
+            provision.check_id(device_id)
+            image = os.path.join(image_dir, device_id + ".img")
+            reports.append(provision_one(opts, device_id, image, (row.get("auth") or "").strip() or None))
+        except provision.ProvisionError as e:
+            refusals.append({"line": n, "device_id": device_id, "reason": str(e)})
+    return reports, refusals

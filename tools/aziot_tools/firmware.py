@@ -103,6 +103,8 @@ def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
             cflags.append("-DMICROPY_TRACKED_ALLOC=1")
         if cflags:
             board_like.append("CFLAGS_EXTRA=" + " ".join(cflags))
+        if v.get("frozen"):
+            board_like.append("FROZEN_MANIFEST=" + os.path.join(paths.ROOT, "boards", "unix", "manifest.py"))
         _make(["-C", os.path.join(mpy_dir, "ports", "unix"), "-j%d" % jobs, "BUILD=" + obj,
                "USER_C_MODULES=" + os.path.join(paths.ROOT, "firmware"),
                # Quotes escaped for the shell the port's make runs the compiler through.
@@ -117,8 +119,9 @@ def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
         print("built %s (IN %d, OUT %d, default MFL %d%s%s%s) from MicroPython %s" % (
             os.path.relpath(target, paths.ROOT), v["in"], v["out"], v["mfl"],
             ", ECDHE-ECDSA only" if v["ecc_only"] else "", ", variable buffers" if v["variable"] else "",
-            ", 32-bit, mbedTLS in the %s, run with a %s heap" % (
-                "GC heap" if v.get("gc_heap") else "C heap", v["heap"]) if v.get("bits") == 32 else "",
+            ", 32-bit, mbedTLS in the %s, run with a %s heap%s" % (
+                "GC heap" if v.get("gc_heap") else "C heap", v["heap"], ", library frozen" if v.get("frozen") else "")
+            if v.get("bits") == 32 else "",
             micropython_version(mpy_dir)))
     return built
 

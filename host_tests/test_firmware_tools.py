@@ -125,3 +125,56 @@ def test_esp32_sdkconfig_keys_exist_in_esp_idfs_kconfig_with_valid_values():
     # The standard-hub decision: whole 16 KB records in, shrunk only when the hub agreed to MFL.
     assert values["CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN"] == "16384"
     assert values["CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH"] == "y"
+
+
+@pytest.mark.parametrize("board", ["RPI_PICO_W", "ESP32_GENERIC"])
+def test_a_board_sized_filesystem_image_mounts_and_the_device_connects(board, hub, provision_device, run_device):
+    from aziot_tools import flashimage
+
+    from devicecode import CONNECT_AND_SEND, outcome
+
+    dev = provision_device("dev-" + board.lower().replace("_", "-"), hub, board=board)
+    geometry = flashimage.board_geometry(board)
+    assert os.path.getsize(dev.image_path) == geometry["size"]
+    assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
+
+
+@pytest.mark.parametrize("board,expected", [
+    ("RPI_PICO_W", "picotool load -t bin -o 0x1012C000 "),
+    ("ESP32_GENERIC", "-m esptool --chip esp32 --port /dev/ttyUSB9 --baud 460800 write-flash 0x200000 "),
+])
+def test_writing_a_filesystem_image_names_the_ports_offset(board, expected, hub_state, provision_device, tmp_path):
+    dev = provision_device("dev-fs", board=board)
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "firmware", "fs", "--board", board, "--image",
+                           dev.image_path, "--port", "/dev/ttyUSB9", "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert expected + dev.image_path in proc.stdout
+    small = tmp_path / "small.img"
+    small.write_bytes(bytes(256 * 1024))
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "firmware", "fs", "--board", board, "--image",
+                           str(small), "--port", "/dev/ttyUSB9", "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "a smaller one would be reformatted by MicroPython at boot" in proc.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("MPY_DIR"), reason="no MicroPython checkout: set MPY_DIR to check the layouts")
+def test_the_filesystem_layouts_match_the_ports_sources():
+    import csv
+    import re
+
+    from aziot_tools import flashimage
+
+    mpy = os.environ["MPY_DIR"]
+    pico = flashimage.board_geometry("RPI_PICO_W")
+    cmake = open(os.path.join(mpy, "ports", "rp2", "boards", "RPI_PICO_W", "mpconfigboard.cmake")).read()
+    assert int(re.search(r"set\(MICROPY_HW_FLASH_STORAGE_BYTES (\d+)\)", cmake).group(1)) == pico["size"]
+    assert pico["flash_offset"] == 2 * 1024 * 1024 - pico["size"]  # pico_w.h: PICO_FLASH_SIZE_BYTES 2 MB
+    assert "progsize=%d" % pico["prog_size"] in open(os.path.join(mpy, "ports", "rp2", "modules", "_boot.py")).read()
+    esp = flashimage.board_geometry("ESP32_GENERIC")
+    base = open(os.path.join(mpy, "ports", "esp32", "boards", "sdkconfig.base")).read()
+    table = re.search(r'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="([^"]+)"', base).group(1)
+    rows = [r for r in csv.reader(open(os.path.join(mpy, "ports", "esp32", table)))
+            if r and not r[0].startswith("#")]
+    end = max(int(r[3], 0) + int(r[4], 0) for r in rows)
+    assert not any(r[0].strip() == "vfs" for r in rows)  # so main.c makes it from `end` to the end of flash
+    assert end == esp["flash_offset"] and esp["size"] == 4 * 1024 * 1024 - end
+    assert "vfs.VfsLfs2(bdev)" in open(os.path.join(mpy, "ports", "esp32", "modules", "inisetup.py")).read()

@@ -208,6 +208,12 @@ def cmd_firmware(args):
         firmware.build_unix_mfl(args.mpy_dir, args.jobs)
     elif args.action == "build":
         firmware.build_board(args.board, args.mpy_dir, args.jobs)
+    elif args.action == "fs":
+        if not args.image:
+            print("aziot firmware fs: --image names the filesystem image (aziot provision --board %s)" % args.board,
+                  file=sys.stderr)
+            return 2
+        firmware.write_filesystem(args.board, args.image, args.port or None, args.dry_run)
     else:
         firmware.flash(args.board, args.port or None)
     return 0
@@ -284,6 +290,9 @@ def build_parser():
     p.add_argument("--force", action="store_true",
                    help="replace a device's existing identity (its registration then no longer matches)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.add_argument("--board", choices=("RPI_PICO_W", "ESP32_GENERIC"),
+                   help="make the image exactly that board's filesystem (boards/<board>/flash.json), to write "
+                        "with `aziot firmware fs`; default: a 256 KB image for the Unix port")
     p.add_argument("--auth", default="x509_thumbprint", choices=("x509_thumbprint", "x509_ca", "sas"),
                    help="x509_thumbprint (self-signed ECC P-256), x509_ca (signed by the fleet CA), "
                         "or sas (a random device key in /azure-iot/sas.key) (default: %(default)s)")
@@ -323,12 +332,16 @@ def build_parser():
                        description="unix-mfl: the Unix port with the aziot_tls hook, once per variant in "
                                    "boards/unix/aziot_tls.json, into build/unix-mfl/. build: the firmware of a "
                                    "board folder in boards/. flash: write it with esptool (ESP32), by copying "
-                                   "the UF2 to the RPI-RP2 drive, or with picotool (Pico W).")
-    p.add_argument("action", choices=("unix-mfl", "build", "flash"))
+                                   "the UF2 to the RPI-RP2 drive, or with picotool (Pico W). fs: write a "
+                                   "filesystem image made with `aziot provision --board` to where the port "
+                                   "keeps its filesystem (esptool, or picotool with the Pico in BOOTSEL).")
+    p.add_argument("action", choices=("unix-mfl", "build", "flash", "fs"))
+    p.add_argument("--image", help="fs: the filesystem image")
+    p.add_argument("--dry-run", action="store_true", help="fs: print the command, write nothing")
     p.add_argument("--mpy-dir", default=os.environ.get("MPY_DIR", ""),
                    help="MicroPython checkout with the submodules its port needs (default: $MPY_DIR)")
     p.add_argument("--board", default="RPI_PICO_W", choices=("RPI_PICO_W", "ESP32_GENERIC"))
-    p.add_argument("--port", help="flash: the serial port (ESP32), or the RPI-RP2 drive's folder (Pico W)")
+    p.add_argument("--port", help="flash, fs: the serial port (ESP32); flash: or the RPI-RP2 drive's folder (Pico W)")
     p.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: %(default)s)")
     p.set_defaults(func=cmd_firmware)
 

@@ -48,7 +48,8 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     if opts.port:
         overrides["port"] = opts.port
     dev = provision.provision(opts.state, device_id, image, auth=auth, hub_host=opts.hub_host, roots=opts.roots,
-                              register=to_emulator, main_py=main_py, ca=ca, days=opts.days, **overrides)
+                              register=to_emulator, main_py=main_py, ca=ca, days=opts.days,
+                              board=getattr(opts, "board", None), **overrides)
     report = {"device_id": device_id, "auth": auth, "image": image,
               "files": {path: len(data) for path, data in sorted(dev.files.items())},
               "registered_with_emulator": opts.state if to_emulator else None, "register": []}

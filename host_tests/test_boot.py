@@ -57,3 +57,19 @@ def test_board_main_compiles_and_brings_the_board_online_before_connecting(mpy, 
     source = open(path).read()
     assert mpy("compile(open(%r).read(), %r, 'exec'); print('OK')" % (path, path)).strip() == "OK"
     assert source.index("wifi.online()") < source.index("hub.connect()")
+
+
+def test_provisioning_puts_wifi_settings_in_the_image_without_showing_the_password(tmp_path):
+    import subprocess
+    import sys
+
+    from aziot_tools import flashimage
+
+    (tmp_path / "wifi-pass").write_text("hunter2-secret\n")
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "provision", "--state", str(tmp_path / "s"),
+                           "--device-id", "w1", "--image", str(tmp_path / "w1.img"), "--wifi-ssid", "lab-2.4",
+                           "--wifi-password-file", str(tmp_path / "wifi-pass")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    files = flashimage.read_image((tmp_path / "w1.img").read_bytes())
+    assert json.loads(files["/azure-iot/wifi.json"]) == {"ssid": "lab-2.4", "password": "hunter2-secret"}

@@ -296,6 +296,8 @@ def build_parser():
     p.add_argument("--force", action="store_true",
                    help="replace a device's existing identity (its registration then no longer matches)")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.add_argument("--wifi-ssid", help="put /azure-iot/wifi.json in the image for aziot.wifi.online()")
+    p.add_argument("--wifi-password-file", help="a file holding the Wi-Fi password (never on the command line)")
     p.add_argument("--board", choices=("RPI_PICO_W", "ESP32_GENERIC"),
                    help="make the image exactly that board's filesystem (boards/<board>/flash.json), to write "
                         "with `aziot firmware fs`; default: a 256 KB image for the Unix port")

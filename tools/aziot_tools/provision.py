@@ -109,7 +109,7 @@ def emulator_root_files(state_dir: str, kinds=("ecc", "rsa")) -> dict:
 def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x509_thumbprint",
               hub_host: str = pki.DEFAULT_HUB_HOST, roots: str = "emulator", root_kinds=None,
               identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
-              ca: pki.Identity = None, days: int = 365, board: str = None,
+              ca: pki.Identity = None, days: int = 365, board: str = None, extra_files: dict = None,
               **config_overrides) -> ProvisionedDevice:
     """Make (or take) the identity, register it with the emulator, write the image.
 
@@ -147,6 +147,7 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         files[config.get("key", "/azure-iot/device-key.der")] = identity.key_der
     if main_py is not None:
         files["/main.py"] = main_py
+    files.update(extra_files or {})
     os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
     with open(image_path, "wb") as f:
         f.write(flashimage.build_image(files, board=board))

@@ -16,7 +16,19 @@ from aziot_tools.hub.server import BackgroundHub, ServerIdentity
 
 
 @pytest.fixture(scope="session")
-def unix_lib():
+def unix_lib(tmp_path_factory):
+    """The library as the device imports it: AZIOT_DEVICE_LIB=py (default: sources), mpy (as `aziot
+    install` copies it) or frozen (nothing on /lib: a binary with the library frozen in)."""
+    form = os.environ.get("AZIOT_DEVICE_LIB", "py")
+    if form == "mpy":
+        from aziot_tools import install
+
+        out = str(tmp_path_factory.mktemp("mpylib"))
+        install.compile_library(out)
+        return out
+    if form == "frozen":
+        return str(tmp_path_factory.mktemp("nolib"))
+    assert form == "py", "AZIOT_DEVICE_LIB must be py, mpy or frozen"
     return device.prepare_unix_lib()
 
 
@@ -104,7 +116,7 @@ def mpy(tmp_path, unix_lib):
         script = tmp_path / "snippet.py"
         script.write_text(textwrap.dedent(code))
         proc = subprocess.run([paths.micropython(), str(script)], capture_output=True, text=True,
-                              timeout=timeout, env=dict(os.environ, MICROPYPATH=unix_lib))
+                              timeout=timeout, env=dict(os.environ, MICROPYPATH=".frozen:" + unix_lib))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 

@@ -24,6 +24,12 @@ needs_small_build = pytest.mark.skipif(SMALL is None, reason="no micropython-4k 
 
 HANDSHAKE, APPLICATION_DATA = 22, 23
 
+
+@pytest.fixture(scope="module")
+def unix_lib():
+    """These tests pick their own binaries, none with the library frozen in: the sources, always."""
+    return device.prepare_unix_lib()
+
 # Connect, fetch a 4 KB twin, answer an 8 KB method, send 8 KB of telemetry.
 FULL_APP = """
 import json, sys

@@ -98,7 +98,7 @@ def run_batch(unix_lib, tmp_path, cases):
     app = tmp_path / "fuzz_app.py"
     app.write_text(FUZZ_APP)
     proc = subprocess.run([paths.micropython(), str(app), str(case_file)], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, MICROPYPATH=unix_lib))
+                          timeout=60, env=dict(os.environ, MICROPYPATH=".frozen:" + unix_lib))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

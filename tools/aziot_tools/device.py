@@ -38,7 +38,8 @@ def prepare_unix_lib(lib_dir: str = paths.UNIX_LIB) -> str:
 def command(image, app=None, app_args=(), heap=None, lib_dir=paths.UNIX_LIB, binary=None):
     """The micropython command line that runs app (or the image's /main.py) on the mounted image."""
     cmd = [binary or paths.micropython()]
-    heap = heap or os.environ.get("MICROPYTHON_HEAP")  # a board's heap for every device run, e.g. 210K
+    if binary is None:  # $MICROPYTHON_HEAP goes with $MICROPYTHON: a board's heap, e.g. 210K
+        heap = heap or os.environ.get("MICROPYTHON_HEAP")
     if heap:
         cmd += ["-X", "heapsize=" + heap]
     cmd += [paths.FLASHRUN, image, lib_dir]

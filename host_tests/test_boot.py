@@ -73,3 +73,27 @@ def test_provisioning_puts_wifi_settings_in_the_image_without_showing_the_passwo
     assert "hunter2" not in proc.stdout + proc.stderr
     files = flashimage.read_image((tmp_path / "w1.img").read_bytes())
     assert json.loads(files["/azure-iot/wifi.json"]) == {"ssid": "lab-2.4", "password": "hunter2-secret"}
+
+
+def test_wifi_settings_with_wrong_numbers_or_size_are_refused_by_key(mpy, tmp_path):
+    cases = {"t.json": {"ssid": "lab", "timeout_s": "20"}, "a.json": {"ssid": "lab", "attempts": None},
+             "f.json": {"ssid": "lab", "timeout_s": 2.5}, "big.json": {"ssid": "lab", "pad": "x" * 600}}
+    for name, value in cases.items():
+        (tmp_path / name).write_text(json.dumps(value))
+    out = mpy("""
+        from aziot import wifi
+        from aziot.errors import ConfigError
+        for name in %r:
+            try:
+                wifi.load(%r + "/" + name)
+                print("ACCEPTED", name)
+            except ConfigError as e:
+                print(e)
+    """ % (sorted(cases), str(tmp_path)))
+    base = str(tmp_path)
+    assert out.splitlines() == [
+        "%s/a.json: key 'attempts' must be a whole number 1..20" % base,
+        "Wi-Fi settings are larger than 512 bytes: %s/big.json" % base,
+        "%s/f.json: key 'timeout_s' must be a whole number 1..600" % base,
+        "%s/t.json: key 'timeout_s' must be a whole number 1..600" % base,
+    ]

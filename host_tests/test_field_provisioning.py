@@ -75,7 +75,9 @@ def test_a_fleet_ca_brought_by_the_user_signs_devices_that_connect(hub, hub_stat
                  str(tmp_path / "f.img"), "--auth", "x509_ca", "--ca-cert", str(tmp_path / "ca.pem"), "--ca-key",
                  str(tmp_path / "ca-key.pem"), "--roots", "azure", "--hub-host", "contoso-iot.azure-devices.net")
     assert proc.returncode == 0, proc.stderr
-    assert "az iot hub certificate create --hub-name contoso-iot --name aziot-fleet-ca --path " in proc.stdout
+    # Named after the CA, so that it can sit beside other fleet CAs on the hub (and in the emulator).
+    name = "fleet-ca-" + ca.thumbprint_sha256[:12].lower()
+    assert "az iot hub certificate create --hub-name contoso-iot --name %s --path " % name in proc.stdout
     assert "ca.pem --verified" in proc.stdout
     assert ("az iot hub device-identity create --hub-name contoso-iot --device-id fleet-2 --auth-method x509_ca"
             in proc.stdout)
@@ -114,3 +116,37 @@ def test_a_csv_batch_provisions_what_it_can_and_says_what_it_refused(tmp_path):
     report = json.loads(aziot("provision", "--state", state, "--csv", str(tmp_path / "fleet.csv"), "--image-dir",
                               str(tmp_path / "images2"), "--json").stdout)
     assert [r["device_id"] for r in report["refused"]] == ["unit-1", "unit 2", "kept", "unit-3"]  # all exist now
+
+
+def test_printed_commands_are_quoted_and_files_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    state = str(tmp_path / "s")
+    proc = aziot("provision", "--state", state, "--device-id", "$(id)", "--image", str(tmp_path / "d.img"),
+                 "--roots", "azure", "--hub-host", "contoso-iot.azure-devices.net", "--auth", "sas")
+    assert proc.returncode == 0, proc.stderr
+    assert "--device-id '$(id)' " in proc.stdout  # pasted into a shell, it stays a string
+    assert stat.S_IMODE(os.stat(tmp_path / "d.img").st_mode) == 0o600  # the image holds the key
+    aziot("provision", "--state", state, "--device-id", "emu-1", "--image", str(tmp_path / "e.img"), "--auth", "sas")
+    assert stat.S_IMODE(os.stat(os.path.join(state, "registry.json")).st_mode) == 0o600  # SAS keys
+
+
+def test_x509_ids_over_64_characters_are_refused_but_sas_takes_128(tmp_path):
+    long_id = "d" * 65
+    proc = aziot("provision", "--state", str(tmp_path / "s"), "--device-id", long_id, "--image",
+                 str(tmp_path / "x.img"))
+    assert proc.returncode == 2 and "an X.509 certificate's CN holds at most 64" in proc.stderr
+    proc = aziot("provision", "--state", str(tmp_path / "s"), "--device-id", "s" * 128, "--image",
+                 str(tmp_path / "s.img"), "--auth", "sas")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_spreadsheet_csv_with_bom_blank_lines_and_duplicates(tmp_path):
+    (tmp_path / "f.csv").write_bytes("\ufeffdevice_id,note\r\nu-1,a\r\n\r\nu-2,b\r\nu-1,again\r\n".encode())
+    proc = aziot("provision", "--state", str(tmp_path / "s"), "--csv", str(tmp_path / "f.csv"), "--image-dir",
+                 str(tmp_path / "img"), "--auth", "sas")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "refused, line 5 (u-1): device u-1 is on line 2 already" in lines
+    assert lines[-1] == "provisioned 2, refused 1"

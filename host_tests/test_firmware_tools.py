@@ -154,6 +154,11 @@ def test_writing_a_filesystem_image_names_the_ports_offset(board, expected, hub_
     proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "firmware", "fs", "--board", board, "--image",
                            str(small), "--port", "/dev/ttyUSB9", "--dry-run"], capture_output=True, text=True)
     assert proc.returncode != 0 and "a smaller one would be reformatted by MicroPython at boot" in proc.stderr
+    zeros = tmp_path / "zeros.img"
+    zeros.write_bytes(bytes(os.path.getsize(dev.image_path)))
+    proc = subprocess.run([sys.executable, "-m", "aziot_tools.cli", "firmware", "fs", "--board", board, "--image",
+                           str(zeros), "--port", "/dev/ttyUSB9", "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "is not a littlefs image" in proc.stderr
 
 
 @pytest.mark.skipif(not os.environ.get("MPY_DIR"), reason="no MicroPython checkout: set MPY_DIR to check the layouts")

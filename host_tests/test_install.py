@@ -71,3 +71,19 @@ def test_install_onto_a_board(hub_state, provision_device):
     lines = []
     assert install.install(dev.image_path, os.environ["AZIOT_BOARD_PORT"], say=lines.append) == 0
     assert lines[-1].startswith("installed ") and lines[-1].endswith("its SHA-256 matched")
+
+
+def test_an_image_path_cannot_steer_where_staging_is_cleared(tmp_path, hub_state, provision_device):
+    """The staging folder is cleared before each install: whatever the image's name, only its own."""
+    from aziot_tools import paths
+
+    keep = os.path.join(paths.BUILD, "install", "keep-me")
+    os.makedirs(keep, exist_ok=True)
+    for bad in ("..", str(tmp_path) + "/", str(tmp_path / "nothing.img")):
+        with pytest.raises(install.InstallError):
+            install.install(bad, "/dev/ttyACM0", dry_run=True, say=lambda line: None)
+    assert os.path.isdir(keep) and os.path.isdir(paths.BUILD)
+    os.rmdir(keep)
+    (tmp_path / "zeros.img").write_bytes(bytes(64 * 4096))
+    with pytest.raises(install.InstallError, match="is not a littlefs image made by aziot provision"):
+        install.install(str(tmp_path / "zeros.img"), "/dev/ttyACM0", dry_run=True, say=lambda line: None)

@@ -85,8 +85,8 @@ class Config:
         if not 0 <= self.keepalive <= _MAX_KEEPALIVE:
             raise ConfigError("%s: key 'keepalive' must be 0..%d s (the hub caps it)"
                               % (source, _MAX_KEEPALIVE))
-        if self.timeout <= 0:
-            raise ConfigError("%s: key 'timeout' must be positive" % source)
+        if not 0 < self.timeout <= 600:
+            raise ConfigError("%s: key 'timeout' must be 1..600 s" % source)
         if self.model_id and not self.model_id.startswith("dtmi:"):
             raise ConfigError("%s: key 'model_id' must be a DTMI such as 'dtmi:com:example:Thermostat;1'"
                               % source)
@@ -123,6 +123,8 @@ def load(path=DEFAULT_PATH):
             text = f.read()
     except OSError:
         raise ConfigError("config file not found: %s" % path)
+    except UnicodeError:
+        raise ConfigError("config file is not UTF-8 text: %s" % path)
     try:
         values = json.loads(text)
     except ValueError:

@@ -16,6 +16,7 @@ from . import clock
 from .errors import ClockError, ConfigError, NetworkError
 
 DEFAULT_PATH = "/azure-iot/wifi.json"
+_MAX_FILE = 512  # an SSID is at most 32 bytes and a WPA2 passphrase 63
 
 # network.STAT_* values differ between ports: name them from the port's own constants.
 _STATUS_NAMES = ("STAT_IDLE", "STAT_CONNECTING", "STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND",
@@ -67,23 +68,32 @@ def load(path=DEFAULT_PATH):
     """The Wi-Fi settings: {"ssid", "password", optional "timeout_s", "attempts"}; the password is never shown."""
     try:
         with open(path) as f:
-            settings = json.loads(f.read())
+            text = f.read(_MAX_FILE + 1)
     except OSError:
         raise ConfigError("Wi-Fi settings not found: %s" % path)
+    except UnicodeError:
+        raise ConfigError("Wi-Fi settings are not UTF-8 text: %s" % path)
+    if len(text) > _MAX_FILE:
+        raise ConfigError("Wi-Fi settings are larger than %d bytes: %s" % (_MAX_FILE, path))
+    try:
+        settings = json.loads(text)
     except ValueError:
         raise ConfigError("Wi-Fi settings are not valid JSON: %s" % path)
     if not isinstance(settings, dict) or not isinstance(settings.get("ssid"), str) or not settings["ssid"]:
         raise ConfigError("%s: key 'ssid' must be a non-empty string" % path)
     if not isinstance(settings.get("password", ""), str):
         raise ConfigError("%s: key 'password' must be a string" % path)
+    for key, low, high, default in (("timeout_s", 1, 600, 20), ("attempts", 1, 20, 3)):
+        value = settings.setdefault(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError("%s: key %r must be a whole number %d..%d" % (path, key, low, high))
     return settings
 
 
 def online(path=DEFAULT_PATH, say=print, ntp_attempts=3):
     """Wi-Fi from the settings file, then the clock from NTP: call before HubClient.connect()."""
     settings = load(path)
-    join(settings["ssid"], settings.get("password", ""), settings.get("timeout_s", 20),
-         settings.get("attempts", 3), say)
+    join(settings["ssid"], settings.get("password", ""), settings["timeout_s"], settings["attempts"], say)
     for attempt in range(1, ntp_attempts + 1):
         try:
             clock.sync()

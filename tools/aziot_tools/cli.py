@@ -156,6 +156,9 @@ def cmd_provision(args):
         else:
             reports, refusals = [field.provision_one(args, args.device_id, args.image)], []
     except ProvisionError as e:
+        if args.json:
+            print(json.dumps({"provisioned": [], "refused": [{"line": None, "device_id": args.device_id,
+                                                              "reason": str(e)}]}, indent=2))
         print("aziot provision: %s" % e, file=sys.stderr)
         return 2
     if args.json:

@@ -9,6 +9,7 @@ A report (a dict) says what was done; the CLI prints it as text or JSON.
 import csv
 import json
 import os
+import shlex
 
 from . import provision
 from .hub.server import ServerIdentity
@@ -18,9 +19,11 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     """opts: the CLI's options (state, hub_host, roots, profile, address, port, main, days, force, ca_cert,
     ca_key). Raises provision.ProvisionError for what the user must change."""
     auth = auth or opts.auth
-    provision.check_id(device_id)
     if auth not in ("x509_thumbprint", "x509_ca", "sas"):
         raise provision.ProvisionError("auth %r is not x509_thumbprint, x509_ca or sas" % auth)
+    provision.check_id(device_id, x509=auth != "sas")
+    if getattr(opts, "wifi_password_file", None) and not getattr(opts, "wifi_ssid", None):
+        raise provision.ProvisionError("--wifi-password-file needs --wifi-ssid")
     if not 1 <= opts.days <= 36500:
         raise provision.ProvisionError("--days must be 1 to 36500, not %d" % opts.days)
     folder = os.path.join(opts.state, "devices")
@@ -32,13 +35,15 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     to_emulator = opts.roots == "emulator"
     if to_emulator:
         ServerIdentity(opts.state, opts.hub_host)  # the roots the device must trust
-    ca = None
+    ca, ca_name = None, provision.FLEET_CA_NAME
     if auth == "x509_ca":
         ca = provision.fleet_ca(opts.state, opts.ca_cert, opts.ca_key)
-        if to_emulator and (opts.ca_cert or opts.ca_key):
-            from .hub.registry import Registry
+        if opts.ca_cert:  # one name per CA, so that it sits beside the state's own and any other
+            ca_name = "fleet-ca-" + ca.thumbprint_sha256[:12].lower()
+            if to_emulator:
+                from .hub.registry import Registry
 
-            Registry(os.path.join(opts.state, "registry.json")).add_ca(provision.FLEET_CA_NAME, ca.cert_pem)
+                Registry(os.path.join(opts.state, "registry.json")).add_ca(ca_name, ca.cert_pem)
     extra = {}
     if getattr(opts, "wifi_ssid", None):
         extra["/azure-iot/wifi.json"] = wifi_settings(opts.wifi_ssid, opts.wifi_password_file)
@@ -55,6 +60,8 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
                               register=to_emulator, main_py=main_py, ca=ca, days=opts.days,
                               board=getattr(opts, "board", None), extra_files=extra, **overrides)
     report = {"device_id": device_id, "auth": auth, "image": image,
+              "wifi": {"ssid": opts.wifi_ssid, "password": bool(opts.wifi_password_file)}
+              if getattr(opts, "wifi_ssid", None) else None,
               "files": {path: len(data) for path, data in sorted(dev.files.items())},
               "registered_with_emulator": opts.state if to_emulator else None, "register": []}
     hub_name = opts.hub_host.split(".")[0]
@@ -62,7 +69,7 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
         report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
         report["register"].append(
             "az iot hub device-identity create --hub-name %s --device-id %s --auth-method shared_private_key "
-            "--primary-key \"$(cat %s)\"" % (hub_name, device_id, os.path.relpath(report["sas_key_file"])))
+            "--primary-key \"$(cat %s)\"" % (q(hub_name), q(device_id), q(os.path.relpath(report["sas_key_file"]))))
         return report
     provision.write_identity(dev.identity, folder, device_id)
     report.update(thumbprint_sha256=dev.identity.thumbprint_sha256, thumbprint_sha1=dev.identity.thumbprint_sha1,
@@ -71,17 +78,17 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     if auth == "x509_thumbprint":
         report["register"].append(
             "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_thumbprint "
-            "--primary-thumbprint %s" % (hub_name, device_id, dev.identity.thumbprint_sha256))
+            "--primary-thumbprint %s" % (q(hub_name), q(device_id), dev.identity.thumbprint_sha256))
     else:
         ca_pem = opts.ca_cert or os.path.join(opts.state, "pki", "device-ca.pem")
         report["ca_certificate"] = ca_pem
         # Once per hub: upload the CA as verified (or verify it by proof of possession in the portal).
         report["register"].append(
             "az iot hub certificate create --hub-name %s --name %s --path %s --verified"
-            % (hub_name, provision.FLEET_CA_NAME, os.path.relpath(ca_pem)))
+            % (q(hub_name), ca_name, q(os.path.relpath(ca_pem))))
         report["register"].append(
             "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
-            % (hub_name, device_id))
+            % (q(hub_name), q(device_id)))
     return report
 
 
@@ -90,12 +97,19 @@ def wifi_settings(ssid: str, password_file: str = None) -> bytes:
     password = ""
     if password_file:
         try:
-            with open(password_file) as f:
-                password = f.read().rstrip("\r\n")
+            with open(password_file, "rb") as f:
+                password = f.read(256).decode("utf-8").rstrip("\r\n")
         except OSError as e:
             raise provision.ProvisionError("cannot read the Wi-Fi password file %s: %s"
                                            % (password_file, e.strerror or e))
+        except UnicodeError:
+            raise provision.ProvisionError("the Wi-Fi password file %s is not UTF-8 text" % password_file)
     return json.dumps({"ssid": ssid, "password": password}).encode()
+
+
+def q(text: str) -> str:
+    """Quoted for the shell the printed commands are pasted into (ids may hold $ ( ) ' …)."""
+    return shlex.quote(text)
 
 
 def report_text(report: dict) -> str:
@@ -109,6 +123,9 @@ def report_text(report: dict) -> str:
         lines.append("identity: %s (certificate), %s (private key, owner only)"
                      % (os.path.relpath(report["certificate"]), os.path.relpath(report["key"])))
     lines.append("flash image: %s" % report["image"])
+    if report.get("wifi"):
+        lines.append("Wi-Fi: %r, %s" % (report["wifi"]["ssid"], "password from the file (not shown)"
+                                        if report["wifi"]["password"] else "no password: an open network"))
     for path, size in report["files"].items():
         lines.append("  %-44s %6d bytes" % (path, size))
     if report["registered_with_emulator"]:
@@ -122,17 +139,21 @@ def report_text(report: dict) -> str:
 
 def provision_csv(opts, csv_path: str, image_dir: str):
     """One device per row (`device_id` and optional `auth` columns); returns (reports, refusals)."""
-    reports, refusals = [], []
-    try:
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise provision.ProvisionError("cannot read %s: %s" % (csv_path, e.strerror or e))
-    if rows and "device_id" not in rows[0]:
+    reports, refusals, seen = [], [], {}
+    try:  # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeError, csv.Error) as e:
+        raise provision.ProvisionError("cannot read %s: %s" % (csv_path, getattr(e, "strerror", None) or e))
+    if "device_id" not in (reader.fieldnames or []):
         raise provision.ProvisionError("%s needs a header row with a device_id column" % csv_path)
-    for n, row in enumerate(rows, start=2):
+    for n, row in rows:
         device_id = (row.get("device_id") or "").strip()
         try:
+            if device_id in seen:
+                raise provision.ProvisionError("device %s is on line %d already" % (device_id, seen[device_id]))
+            seen[device_id] = n
             provision.check_id(device_id)
             image = os.path.join(image_dir, device_id + ".img")
             reports.append(provision_one(opts, device_id, image, (row.get("auth") or "").strip() or None))

@@ -8,6 +8,7 @@ adds the aziot_tls user C module and the mbedTLS configuration.
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -169,14 +170,16 @@ def write_filesystem(board: str, image: str, port: str = None, dry_run: bool = F
         geometry = flashimage.board_geometry(board)
     except ValueError as e:
         raise BuildError(str(e))
-    try:
-        size = os.path.getsize(image)
-    except OSError:
+    if not os.path.isfile(image):
         raise BuildError("no filesystem image at %s: make one with `aziot provision --board %s`" % (image, board))
+    size = os.path.getsize(image)
     if size != geometry["size"]:
         raise BuildError("%s is %d bytes, but %s's filesystem is %d: make it with `aziot provision --board %s` "
                          "(a smaller one would be reformatted by MicroPython at boot)"
                          % (image, size, board, geometry["size"], board))
+    with open(image, "rb") as f:
+        if b"littlefs" not in f.read(2 * geometry["block_size"]):  # the superblock names itself in block 0 or 1
+            raise BuildError("%s is not a littlefs image: make one with `aziot provision --board %s`" % (image, board))
     if board == "ESP32_GENERIC":
         if not port:
             raise BuildError("PORT must name the board's serial port, e.g. PORT=/dev/ttyUSB0")
@@ -184,7 +187,7 @@ def write_filesystem(board: str, image: str, port: str = None, dry_run: bool = F
     else:  # a Pico W held in BOOTSEL (picotool reaches it over USB; the UF2 drive cannot take raw data)
         cmd = ["picotool", "load", "-t", "bin", "-o", "0x%X" % (geometry["xip_base"] + geometry["flash_offset"]),
                image]
-    print("+ " + " ".join(cmd))
+    print("+ " + shlex.join(cmd))
     if not dry_run and subprocess.run(cmd).returncode:
         raise BuildError("writing the filesystem failed")
     return cmd

@@ -66,7 +66,12 @@ def plan(image: str, staging: str, library: bool = True) -> dict:
             content = flashimage.read_image(f.read())
     except OSError as e:
         raise InstallError("cannot read the device image %s: %s" % (image, e.strerror or e))
+    except Exception as e:  # littlefs refuses it: not an image, or a damaged one
+        raise InstallError("%s is not a littlefs image made by aziot provision (%s)" % (image, e))
     for path, data in sorted(content.items()):
+        if not re.match(r"/[A-Za-z0-9._/-]+\Z", path) or "/../" in path + "/":
+            raise InstallError("the image holds a file named %r: only letters, digits and . _ - / are copied "
+                               "to a board" % path)
         local = os.path.join(staging, "image", path.lstrip("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
         with open(local, "wb") as f:
@@ -89,16 +94,22 @@ def commands(port: str, files: dict) -> list:
     out = [MPREMOTE + ["connect", port, "exec", mkdirs]]
     for path in sorted(files):
         out.append(MPREMOTE + ["connect", port, "fs", "cp", files[path], ":" + path])
-    check = ("import hashlib, binascii\nfor p in %r:\n    h = hashlib.sha256()\n    with open(p, 'rb') as f:\n"
-             "        h.update(f.read())\n    print(p, binascii.hexlify(h.digest()).decode())\n" % sorted(files))
+    # In 1 KB pieces: a board's heap cannot hold a large file whole.
+    check = ("import hashlib, binascii\nb = bytearray(1024)\nfor p in %r:\n    h = hashlib.sha256()\n"
+             "    with open(p, 'rb') as f:\n        while True:\n            n = f.readinto(b)\n"
+             "            if not n:\n                break\n            h.update(b[:n])\n"
+             "    print(binascii.hexlify(h.digest()).decode(), p)\n" % sorted(files))
     out.append(MPREMOTE + ["connect", port, "exec", check])
     return out
 
 
 def install(image: str, port: str, library: bool = True, dry_run: bool = False, say=print) -> int:
     emitted = mpy_cross_version()
-    # Kept under build/install/ so that the commands --dry-run prints can be run as they are.
-    staging = os.path.join(paths.BUILD, "install", os.path.splitext(os.path.basename(image))[0])
+    # Kept under build/install/ so that the commands --dry-run prints can be run as they are; one folder
+    # per image (its absolute path hashed in), named so that it can only be a child of build/install.
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(os.path.basename(os.path.abspath(image)))[0])
+    digest = hashlib.sha256(os.path.abspath(image).encode()).hexdigest()[:10]
+    staging = os.path.join(paths.BUILD, "install", "%s-%s" % (name, digest))
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging, mode=0o700)  # it holds the device's key, as the image does
     files = plan(image, staging, library)
@@ -118,7 +129,7 @@ def install(image: str, port: str, library: bool = True, dry_run: bool = False, 
     for n, (path, cmd) in enumerate(zip(sorted(files), steps[1:-1]), start=1):
         say("[%d/%d] %s (%d bytes)" % (n, len(files), path, os.path.getsize(files[path])))
         _run(cmd)
-    got = dict(line.split(" ", 1) for line in _run(steps[-1]).splitlines() if line.startswith("/"))
+    got = {line[65:]: line[:64] for line in _run(steps[-1]).splitlines() if len(line) > 65 and line[64] == " "}
     bad = [p for p in sorted(files) if got.get(p) != _sha256(files[p])]
     if bad:
         raise InstallError("read back different from what was sent: %s" % ", ".join(bad))

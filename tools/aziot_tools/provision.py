@@ -29,10 +29,14 @@ class ProvisionError(Exception):
     """Provisioning refused; the message says why and what to do."""
 
 
-def check_id(value: str, what: str = "device id"):
+def check_id(value: str, what: str = "device id", x509: bool = False):
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise ProvisionError("%s %r is not one IoT Hub accepts: 1 to 128 ASCII letters, digits and "
                              "- . %% _ * ? ! ( ) , : = @ $ '" % (what, value))
+    if x509 and len(value) > 64:
+        # The certificate's CN carries the id, and X.509 caps a CN at 64 characters (RFC 5280, ub-common-name).
+        raise ProvisionError("%s %r is %d characters: an X.509 certificate's CN holds at most 64; use SAS "
+                             "(--auth sas) or a shorter id" % (what, value, len(value)))
 ROOT_FILES = {"ecc": "/azure-iot/roots/hub-ecc-root.der", "rsa": "/azure-iot/roots/hub-rsa-root.der"}
 
 
@@ -76,6 +80,9 @@ def load_ca(cert_path: str, key_path: str) -> pki.Identity:
         raise ProvisionError("cannot read the fleet CA: %s" % e)
     except ValueError as e:
         raise ProvisionError("the fleet CA files are not a PEM certificate and its private key: %s" % e)
+    except TypeError:  # cryptography: the key is encrypted and no password was given
+        raise ProvisionError("%s is an encrypted private key: give the fleet CA's key unencrypted (e.g. "
+                             "`openssl pkey -in KEY -out plain-key.pem`, kept owner-only)" % key_path)
     try:
         is_ca = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -149,8 +156,7 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         files["/main.py"] = main_py
     files.update(extra_files or {})
     os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
-    with open(image_path, "wb") as f:
-        f.write(flashimage.build_image(files, board=board))
+    _write_private(image_path, flashimage.build_image(files, board=board))  # it holds the device's secrets
     return ProvisionedDevice(device_id, identity, config, image_path, files, sas_key)
 
 

@@ -41,8 +41,10 @@ class Registry:
 
     def _save(self, data: dict):
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds SAS keys
+        with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
     def add_device(self, device_id: str, auth: str, primary_thumbprint: str = "",

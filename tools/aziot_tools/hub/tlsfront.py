@@ -114,7 +114,8 @@ class FrontStream:
             facts = json.loads(line) if line else None
         except ValueError:  # over the line limit, or not JSON
             facts = None
-        if not isinstance(facts, dict) or not hmac.compare_digest(str(facts.get("token")), self._token):
+        if not isinstance(facts, dict) or not hmac.compare_digest(str(facts.get("token")).encode(),
+                                                                  self._token.encode()):
             raise TlsRefused("the back end was reached without the TLS front's report")
         self._facts = facts
         self.peer = facts["peer"]

@@ -6,6 +6,7 @@ a CPython paho-mqtt subscriber receives what the device sent.
 """
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -132,8 +133,9 @@ def test_device_publishes_through_mosquitto_with_the_hub_ecc_policy(broker, tmp_
         client.loop_stop()
         client.disconnect()
     assert [p for _, p in received] == [b'{"i": %d}' % i for i in range(5)]
-    assert received[0][0] == ("devices/dev-mosq/messages/events/"
-                              "%24.mid=1&%24.ct=application%2Fjson&%24.ce=utf-8&via=mosquitto")
+    topic = received[0][0]
+    assert re.fullmatch(r"devices/dev-mosq/messages/events/%24\.mid=[0-9a-f]{8}-1&%24\.ct=application%2Fjson&"
+                        r"%24\.ce=utf-8&%24\.ctime=20\d\d-\d\d-\d\dT\d\d%3A\d\d%3A\d\dZ&via=mosquitto", topic), topic
 
 
 def test_mosquitto_refuses_an_rsa_offer_and_tls13(broker, tmp_path, hub_state, run_device):

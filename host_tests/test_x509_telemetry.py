@@ -1,5 +1,7 @@
 """X.509 mutual-TLS telemetry, end to end: device (micropython) -> hub emulator."""
 
+import datetime
+import re
 import time
 
 import pytest
@@ -36,7 +38,12 @@ def test_happy_path(any_hub, provision_device, run_device, auth):
     (msg,) = hub.telemetry(dev.device_id)
     assert msg.payload == b'{"ok": 1}'
     assert msg.properties == {"test": "yes"}
-    assert msg.system_properties == {"$.mid": "1", "$.ct": "application/json", "$.ce": "utf-8"}
+    system = dict(msg.system_properties)
+    mid, ctime = system.pop("$.mid"), system.pop("$.ctime")
+    assert system == {"$.ct": "application/json", "$.ce": "utf-8"}
+    assert re.fullmatch(r"[0-9a-f]{8}-1", mid), mid  # a random boot prefix, then the counter
+    sent = datetime.datetime.strptime(ctime, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - sent).total_seconds()) < 60
 
 
 @pytest.mark.parametrize("profile,server_key", [
@@ -176,7 +183,7 @@ def test_each_small_publish_is_one_tls_record(preview_hub, provision_device, run
     assert run.returncode == 0, run.output
     (conn,) = hub.connections("dev-rec")
     assert len(hub.telemetry("dev-rec")) == 50
-    topic = len("devices/dev-rec/messages/events/%24.mid=00")
+    topic = len(hub.telemetry("dev-rec")[0].topic)
     mqtt_bytes = 2 + 2 + topic + 2 + 10  # fixed header, topic length, topic, packet id, payload
     # After the handshake: CONNECT record, 50 PUBLISH records, DISCONNECT record, close_notify.
     per_message = (conn.bytes_in - conn.handshake_bytes_in) / 50
@@ -211,3 +218,38 @@ print("FILES", sorted(os.listdir("/azure-iot")))
     assert run.stdout.count("CONNECTED rsa") == 2, run.output
     assert "tls-profile.json" not in run.stdout.split("FILES")[1]
     assert [a.result for a in _attempts(hub, 4)] == ["tls-failed", "closed"] * 2
+
+
+def test_packet_ids_wrap_from_65535_to_1(hub, provision_device, run_device):
+    """The 65,536th QoS 1 publish on one connection: id 1 again, never 0 (MQTT 3.1.1, 2.3.1)."""
+    dev = provision_device("dev-wrap", hub)
+    run = run_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        hub._session._client.pid = 65533  # as after 65,533 packets on this connection
+        for i in range(4):
+            hub.send_telemetry(b"%d" % i, message_id="w%d" % i)
+        print("ACKED", hub._session._client.pid, hub.connected)
+        hub.disconnect()
+    """, timeout=30)
+    assert run.stdout.strip() == "ACKED 2 True", run.output  # 65534, 65535, 1, 2
+    assert [m.system_properties["$.mid"] for m in hub.telemetry("dev-wrap")] == ["w0", "w1", "w2", "w3"]
+
+
+def test_default_message_ids_do_not_repeat_after_a_reset_and_components_are_named(hub, provision_device,
+                                                                                 run_device):
+    dev = provision_device("dev-mids", hub)
+    app = """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        hub.connect()
+        hub.send_telemetry(b'{"t": 1}')
+        hub.send_telemetry(b'{"t": 2}', component="thermostat1")
+        hub.disconnect()
+    """
+    run_device(dev.image_path, app)
+    run_device(dev.image_path, app)  # a reset: the counter starts again, the prefix does not repeat
+    mids = [m.system_properties["$.mid"] for m in hub.telemetry("dev-mids")]
+    assert len(mids) == 4 and len(set(mids)) == 4, mids
+    assert [m.system_properties.get("$.sub") for m in hub.telemetry("dev-mids")] == [None, "thermostat1"] * 2

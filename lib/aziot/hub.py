@@ -36,6 +36,18 @@ from .transport import open_socket
 _CONNACK_SERVER_UNAVAILABLE = 3  # the hub is busy or throttling: wait longer
 
 
+def _boot_prefix():
+    try:
+        import os
+
+        raw = os.urandom(4)  # the hardware RNG on ESP32 and RP2040
+    except (ImportError, AttributeError, OSError):
+        import random
+
+        raw = random.getrandbits(32).to_bytes(4, "big")
+    return "".join("%02x" % b for b in raw)
+
+
 class HubClient(CloudHandlers):
     def __init__(self, config, clock_now=clock.unix_time, on_dropped=None):
         if isinstance(config, dict):
@@ -49,6 +61,9 @@ class HubClient(CloudHandlers):
         self.tls_version = None
         self.tls_max_fragment_length = 0  # agreed by the hub for the live connection (0: none)
         self._next_message_id = 1
+        # Default message ids are "<boot prefix>-<n>": a counter alone starts again at 1 after every
+        # reset, and whoever de-duplicates by $.mid downstream would drop new readings as repeats.
+        self._message_id_prefix = _boot_prefix()
         self._init_handlers()
         self.outbox = Outbox(config.queue_size, config.queue_bytes, config.queue_policy,
                              config.queue_file or None, on_dropped)
@@ -234,7 +249,7 @@ class HubClient(CloudHandlers):
     # --- device to cloud -----------------------------------------------------------
 
     def send_telemetry(self, payload, properties=None, message_id=None, correlation_id=None,
-                       content_type="application/json", content_encoding="utf-8", qos=1):
+                       content_type="application/json", content_encoding="utf-8", qos=1, component=None):
         """Send one device-to-cloud message; returns its message id.
 
         QoS 1 returns once the hub acknowledged it, or, when the link is down
@@ -243,20 +258,26 @@ class HubClient(CloudHandlers):
         acknowledgement was lost is sent again with the same id). QoS 0 is
         not queued: offline it raises ConnectionLost.
 
-        message_id defaults to a per-client counter so the cloud side can
-        spot duplicates. content_type/encoding default to what IoT Hub
-        message routing needs to query a JSON body.
+        message_id defaults to "<random boot prefix>-<counter>", unique across
+        resets, so the cloud side can spot duplicates. content_type/encoding
+        default to what IoT Hub message routing needs to query a JSON body.
+        With the clock set, $.ctime carries the time of this call (a message
+        that waits in the queue keeps it). component names an IoT Plug and
+        Play component ($.sub).
         """
         if qos not in (0, 1):
             raise ValueError("IoT Hub accepts QoS 0 or 1 only, not %r" % (qos,))
         if message_id is None:
-            message_id = str(self._next_message_id)
+            message_id = "%s-%d" % (self._message_id_prefix, self._next_message_id)
             self._next_message_id += 1
+        now = self._now()
         system = (
             (protocol.PROP_MESSAGE_ID, message_id),
             (protocol.PROP_CORRELATION_ID, correlation_id),
             (protocol.PROP_CONTENT_TYPE, content_type),
             (protocol.PROP_CONTENT_ENCODING, content_encoding),
+            (protocol.PROP_CREATION_TIME, clock.format_utc(now) if clock.is_set(now) else None),
+            (protocol.PROP_COMPONENT, component),
         )
         topic = protocol.telemetry_topic(self.config.device_id, self.config.module_id, properties, system).encode()
         if isinstance(payload, str):

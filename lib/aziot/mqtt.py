@@ -146,6 +146,20 @@ class _Client(MQTTClient):
             payload = self._read(size, "a message") if size else b""
         self.cb(Inbound(topic, payload, size, packet_id))
 
+    def _wrap_packet_id(self):
+        # umqtt.simple counts packet ids up without end; MQTT 3.1.1 (2.3.1) allows 1..65535, and a
+        # 65,536th packet would go out as 0. The next id after 65535 is 1.
+        if self.pid >= 65535:
+            self.pid = 0
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self._wrap_packet_id()
+        return super().publish(topic, msg, retain, qos)
+
+    def subscribe(self, topic, qos=0):
+        self._wrap_packet_id()
+        return super().subscribe(topic, qos)
+
     def puback(self, packet_id):
         self.sock.write(bytes((0x40, 2, packet_id >> 8, packet_id & 255)))
         self.sock.flush()

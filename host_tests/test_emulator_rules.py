@@ -90,3 +90,49 @@ def test_emulator_ends_a_sas_connection_when_its_token_expires(hub, hub_state):
         client.loop_stop()
     (conn,) = hub.connections("paho-sas")
     assert (conn.auth, conn.reason) == ("sas", "SAS token expired")
+
+
+def test_sas_tokens_the_hub_would_not_take_are_refused_with_a_reason():
+    resource = "hub.azure-devices.net/devices/dev1"
+    good = sdk_token(resource)
+    assert sas.check(good + "&skn=iothubowner", resource, (KEY,)) == \
+        "SAS token names a shared access policy (skn): a device signs with its own key"
+    se = good.split("se=")[1].split("&")[0]
+    assert sas.check(good.replace("se=" + se, "se=\u00b2"), resource, (KEY,)) == "SAS token expiry is not a number"
+    assert sas.check(good.replace("se=" + se, "se=" + "9" * 400), resource, (KEY,)) == \
+        "SAS token expiry is out of range"
+
+
+def test_a_client_with_a_malformed_token_gets_connack_5(hub, hub_state):
+    """Through the whole path (TLS, CONNECT): a refusal with its reason, not an error inside the emulator."""
+    import os
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from aziot_tools.hub.registry import Registry
+
+    Registry(os.path.join(hub_state, "registry.json")).add_device("paho-bad", "sas", primary_key=KEY)
+    resource = "%s/devices/paho-bad" % hub.hub_host
+    good = sdk_token(resource)
+    se = good.split("se=")[1].split("&")[0]
+    for token, reason in ((good.replace("se=" + se, "se=\u00b2"), "SAS token expiry is not a number"),
+                          (good.replace("se=" + se, "se=" + "9" * 400), "SAS token expiry is out of range"),
+                          (good + "&skn=device", "SAS token names a shared access policy (skn)")):
+        ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
+        ctx.check_hostname = False
+        codes, done = [], threading.Event()
+        client = mqtt.Client(client_id="paho-bad")
+        client.username_pw_set("%s/paho-bad/?api-version=2021-04-12" % hub.hub_host, token)
+        client.tls_set_context(ctx)
+        client.on_connect = lambda c, u, f, rc: (codes.append(rc), done.set())
+        client.connect("127.0.0.1", hub.port, keepalive=60)
+        client.loop_start()
+        try:
+            assert done.wait(10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        assert codes == [5]
+        assert hub.connections("paho-bad")[-1].reason.startswith(reason)

@@ -150,3 +150,32 @@ def test_a_spreadsheet_csv_with_bom_blank_lines_and_duplicates(tmp_path):
     lines = proc.stdout.splitlines()
     assert "refused, line 5 (u-1): device u-1 is on line 2 already" in lines
     assert lines[-1] == "provisioned 2, refused 1"
+
+
+def test_every_secret_in_a_state_directory_is_owner_only(tmp_path):
+    """Keys (device, fleet CA, the emulator's server keys), SAS keys, images holding them, the registry."""
+    import os
+    import stat
+
+    from aziot_tools.hub.server import ServerIdentity
+
+    state = str(tmp_path / "s")
+    ServerIdentity(state, pki.DEFAULT_HUB_HOST)
+    for args in (["--device-id", "x1", "--image", str(tmp_path / "s" / "x1.img")],
+                 ["--device-id", "c1", "--image", str(tmp_path / "s" / "c1.img"), "--auth", "x509_ca"],
+                 ["--device-id", "s1", "--image", str(tmp_path / "s" / "s1.img"), "--auth", "sas"]):
+        assert aziot("provision", "--state", state, *args).returncode == 0
+    checked = 0
+    for root, dirs, files in os.walk(state):
+        for name in files:
+            path = os.path.join(root, name)
+            data = open(path, "rb").read()
+            secret = (b"PRIVATE KEY" in data or name.endswith((".img", ".sas-key")) or name == "registry.json")
+            if secret:
+                checked += 1
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+                assert stat.S_IMODE(os.stat(root).st_mode) in (0o700, 0o755), root
+        for name in dirs:
+            if name in ("devices", "pki", "server"):
+                assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o700, name
+    assert checked >= 10  # 3 images, 2 device keys, 1 SAS key, the CA key, 2 server keys, the registry

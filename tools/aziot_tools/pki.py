@@ -235,3 +235,17 @@ def load_identity(cert_pem: bytes, key_pem: bytes) -> Identity:
         x509.load_pem_x509_certificate(cert_pem),
         serialization.load_pem_private_key(key_pem, None),
     )
+
+
+def write_private(path: str, data: bytes):
+    """Create the file owner-only from the start, not chmod'ed after the secret is in it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+
+
+def private_dir(path: str):
+    """A folder for keys: made owner-only (0700), or made so if it exists."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)

@@ -60,11 +60,11 @@ def fleet_ca(state_dir: str, cert_path: str = None, key_path: str = None) -> pki
     if os.path.exists(cert_path):
         with open(cert_path, "rb") as c, open(key_path, "rb") as k:
             return pki.load_identity(c.read(), k.read())
-    os.makedirs(folder, exist_ok=True)
+    pki.private_dir(folder)
     ca = pki.make_device_ca()
     with open(cert_path, "wb") as f:
         f.write(ca.cert_pem)
-    _write_private(key_path, ca.key_pem)
+    pki.write_private(key_path, ca.key_pem)
     Registry(os.path.join(state_dir, "registry.json")).add_ca(FLEET_CA_NAME, ca.cert_pem)
     return ca
 
@@ -156,29 +156,21 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
         files["/main.py"] = main_py
     files.update(extra_files or {})
     os.makedirs(os.path.dirname(os.path.abspath(image_path)), exist_ok=True)
-    _write_private(image_path, flashimage.build_image(files, board=board))  # it holds the device's secrets
+    pki.write_private(image_path, flashimage.build_image(files, board=board))  # it holds the device's secrets
     return ProvisionedDevice(device_id, identity, config, image_path, files, sas_key)
 
 
 def write_identity(identity: pki.Identity, folder: str, device_id: str):
     """Keep the device's PEM files beside the image (key readable by the owner only)."""
-    os.makedirs(folder, exist_ok=True)
+    pki.private_dir(folder)
     with open(os.path.join(folder, device_id + ".pem"), "wb") as f:
         f.write(identity.cert_pem)
-    _write_private(os.path.join(folder, device_id + "-key.pem"), identity.key_pem)
+    pki.write_private(os.path.join(folder, device_id + "-key.pem"), identity.key_pem)
 
 
 def write_sas_key(key: str, folder: str, device_id: str) -> str:
     """Keep a SAS device's key beside its image, readable by the owner only; returns the path."""
-    os.makedirs(folder, exist_ok=True)
+    pki.private_dir(folder)
     path = os.path.join(folder, device_id + ".sas-key")
-    _write_private(path, (key + "\n").encode())
+    pki.write_private(path, (key + "\n").encode())
     return path
-
-
-def _write_private(path: str, data: bytes):
-    """Create the file owner-only from the start, not chmod'ed after the secret is in it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT

@@ -28,8 +28,11 @@ def parse(token: str) -> dict:
     for name in ("sr", "sig", "se"):
         if name not in fields:
             raise ValueError("SAS token lacks %r" % name)
-    if not fields["se"].isdigit():
+    se = fields["se"]
+    if not (se.isascii() and se.isdigit()):  # str.isdigit() alone takes "²"
         raise ValueError("SAS token expiry is not a number")
+    if len(se) > 11:  # seconds past 1970: 11 digits reach the year 5138
+        raise ValueError("SAS token expiry is out of range")
     return fields
 
 
@@ -45,6 +48,9 @@ def check(token: str, resource: str, keys, now: float = None):
         fields = parse(token)
     except ValueError as e:
         return str(e)
+    if "skn" in fields:
+        # skn names a shared access policy; a device's own token is signed with its key and names none.
+        return "SAS token names a shared access policy (skn): a device signs with its own key"
     if unquote(fields["sr"]).lower() != resource.lower():
         return "SAS token is for %r, not %r" % (unquote(fields["sr"]), resource)
     if int(fields["se"]) <= (time.time() if now is None else now):

@@ -132,7 +132,7 @@ class ServerIdentity:
 
     def __init__(self, state_dir: str, hub_host: str):
         self.dir = os.path.join(state_dir, "server")
-        os.makedirs(self.dir, exist_ok=True)
+        pki.private_dir(self.dir)
         stamp = os.path.join(self.dir, "hub_host")
         if not os.path.exists(stamp) or open(stamp).read() != hub_host:
             for kind in ("ecc", "rsa"):
@@ -144,8 +144,7 @@ class ServerIdentity:
             self._write("hub_host", hub_host.encode())
 
     def _write(self, name: str, data: bytes):
-        with open(os.path.join(self.dir, name), "wb") as f:
-            f.write(data)
+        pki.write_private(os.path.join(self.dir, name), data)  # the server keys among them
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)

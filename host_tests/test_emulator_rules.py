@@ -136,3 +136,70 @@ def test_a_client_with_a_malformed_token_gets_connack_5(hub, hub_state):
             client.disconnect()
         assert codes == [5]
         assert hub.connections("paho-bad")[-1].reason.startswith(reason)
+
+
+def test_ca_authentication_checks_every_issuer_on_the_path(tmp_path):
+    import datetime
+
+    from aziot_tools import pki
+    from aziot_tools.hub.registry import Registry
+
+    registry = Registry(str(tmp_path / "registry.json"))
+    ca = pki.make_device_ca("fleet")
+    registry.add_ca("fleet", ca.cert_pem)
+    registry.add_device("victim", "x509_ca")
+    registry.add_device("dev-a", "x509_ca")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    a = pki.make_device_identity("dev-a", ca)
+    assert registry.authenticate("dev-a", [a.cert], now) is None
+    # dev-a's own leaf (CA:FALSE) signs a certificate for another device id: refused.
+    forged = pki.make_device_identity("victim", a)
+    assert registry.authenticate("victim", [forged.cert, a.cert], now).startswith(
+        "issuer CN=dev-a is not a CA certificate (basicConstraints CA:TRUE missing)")
+    # A proper intermediate under the fleet CA works; one too many below a pathlen-limited CA does not.
+    inter = pki.make_intermediate_ca("line-1", ca)
+    dev = pki.make_device_identity("victim", inter)
+    assert registry.authenticate("victim", [dev.cert, inter.cert], now) is None
+    deeper = pki.make_intermediate_ca("cell-7", inter)
+    dev2 = pki.make_device_identity("victim", deeper)
+    assert "allows 0 CA certificates below it, the chain has 1" in registry.authenticate(
+        "victim", [dev2.cert, deeper.cert, inter.cert], now)
+
+
+def test_a_client_presenting_a_leaf_signed_by_another_devices_leaf_is_refused(hub, hub_state, tmp_path):
+    import os
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from aziot_tools import provision
+    from aziot_tools.hub.registry import Registry
+
+    registry = Registry(os.path.join(hub_state, "registry.json"))
+    ca = provision.fleet_ca(hub_state)
+    registry.add_device("dev-a", "x509_ca")
+    registry.add_device("victim", "x509_ca")
+    from aziot_tools import pki
+
+    a = pki.make_device_identity("dev-a", ca)
+    forged = pki.make_device_identity("victim", a)
+    (tmp_path / "chain.pem").write_bytes(forged.cert_pem + a.cert_pem)
+    (tmp_path / "key.pem").write_bytes(forged.key_pem)
+    ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"))
+    codes, done = [], threading.Event()
+    client = mqtt.Client(client_id="victim")
+    client.username_pw_set("%s/victim/?api-version=2021-04-12" % hub.hub_host)
+    client.tls_set_context(ctx)
+    client.on_connect = lambda c, u, f, rc: (codes.append(rc), done.set())
+    client.connect("127.0.0.1", hub.port, keepalive=60)
+    client.loop_start()
+    try:
+        assert done.wait(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert codes == [5]
+    assert "is not a CA certificate" in hub.connections("victim")[-1].reason

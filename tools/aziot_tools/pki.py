@@ -222,6 +222,11 @@ def make_device_ca(name: str = "aziot test device CA") -> Identity:
     return _issue(_name(name, "aziot test PKI"), _new_key("p256"), ca=True, path_len=1, days=3650)
 
 
+def make_intermediate_ca(name: str, issuer: Identity) -> Identity:
+    """A CA under a fleet CA (a production line, a region) that signs devices only (path length 0)."""
+    return _issue(_name(name, "aziot test PKI"), _new_key("p256"), issuer, ca=True, path_len=0, days=1825)
+
+
 def make_device_identity(device_id: str, ca: Identity = None, *, key_kind: str = "p256",
                          not_before=None, not_after=None, days: int = 365) -> Identity:
     """ECC P-256 device key and certificate with CN = device id (self-signed when ca is None)."""

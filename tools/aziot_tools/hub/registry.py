@@ -123,27 +123,54 @@ class Registry:
         if not cns or cns[0].value != device_id:
             return "certificate CN %r is not the device id" % (cns[0].value if cns else None)
         cas = [x509.load_pem_x509_certificate(p.encode()) for p in data["certificate_authorities"].values()]
-        return _chain_to_ca(chain, cas)
+        return _chain_to_ca(chain, cas, now)
 
 
 def identity_key(device_id: str, module_id: str = "") -> str:
     return device_id + "/" + module_id if module_id else device_id
 
 
-def _chain_to_ca(chain: list, cas: list):
-    """None if chain[0] leads, through chain[1:], to one of cas by signature."""
+def _chain_to_ca(chain: list, cas: list, now: datetime.datetime):
+    """None if chain[0] leads, through chain[1:], to one of cas by signature, every issuer on the way
+    allowed to issue (RFC 5280 6.1: basicConstraints CA, keyUsage keyCertSign, path length, validity);
+    else the reason. The hub validates CA-signed devices this way ("Authenticate devices using X.509
+    CA certificates", Microsoft Learn); a leaf signed by another device's leaf must not pass."""
     current = chain[0]
     intermediates = list(chain[1:])
-    for _ in range(len(chain) + 1):
+    for below in range(len(chain) + 1):  # below: CA certificates between the issuer and the leaf
         for ca in cas:
             if current.issuer == ca.subject and _signed_by(current, ca):
-                return None
+                return _may_issue(ca, below, now)
         nxt = next((c for c in intermediates if current.issuer == c.subject and _signed_by(current, c)), None)
         if nxt is None:
             break
+        reason = _may_issue(nxt, below, now)
+        if reason:
+            return reason
         intermediates.remove(nxt)
         current = nxt
     return "client certificate does not chain to a registered certificate authority"
+
+
+def _may_issue(cert, below: int, now: datetime.datetime):
+    name = cert.subject.rfc4514_string()
+    try:
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        basic = None
+    if basic is None or not basic.ca:
+        return "issuer %s is not a CA certificate (basicConstraints CA:TRUE missing)" % name
+    if basic.path_length is not None and below > basic.path_length:
+        return "issuer %s allows %d CA certificates below it, the chain has %d" % (name, basic.path_length, below)
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        return "issuer %s may not sign certificates (keyUsage lacks keyCertSign)" % name
+    if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+        return "issuer %s is outside its validity period" % name
+    return None
 
 
 def _signed_by(cert, issuer) -> bool:

@@ -253,3 +253,27 @@ def test_default_message_ids_do_not_repeat_after_a_reset_and_components_are_name
     mids = [m.system_properties["$.mid"] for m in hub.telemetry("dev-mids")]
     assert len(mids) == 4 and len(set(mids)) == 4, mids
     assert [m.system_properties.get("$.sub") for m in hub.telemetry("dev-mids")] == [None, "thermostat1"] * 2
+
+
+def test_a_device_under_an_intermediate_ca_presents_its_chain(any_hub, hub_state, provision_device, run_device):
+    """Leaf + intermediate in the device's PEM file: the hub finds the path to the registered fleet CA."""
+    from aziot_tools import pki, provision
+
+    hub = any_hub
+    line = pki.make_intermediate_ca("production line 3", provision.fleet_ca(hub_state))
+    leaf = pki.make_device_identity("dev-line3", line)
+    dev = provision_device("dev-line3", hub, auth="x509_ca", identity=leaf)
+    files = dict(dev.files)
+    files["/azure-iot/device.der"] = leaf.cert_pem + line.cert_pem
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    run = run_device(dev.image_path, CONNECT_AND_SEND)
+    if "presenting a chain needs PEM parsing" in run.stdout:
+        # The PyPI Unix port's mbedTLS has no PEM parser (MicroPython's own builds do: make unix-mfl).
+        assert outcome(run) == ("ERROR CertificateError device certificate chain rejected by mbedTLS (invalid "
+                                "cert): /azure-iot/device.der; presenting a chain needs PEM parsing "
+                                "(MBEDTLS_PEM_PARSE_C), which MicroPython's own builds have")
+        assert hub.connections() == []
+        return
+    assert outcome(run) == "DONE", run.output
+    assert len(hub.telemetry("dev-line3")) == 1

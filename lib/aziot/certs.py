@@ -33,6 +33,36 @@ def read_der(path, what):
     return data
 
 
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def read_cert_chain(path, what="device certificate"):
+    """(what to give mbedTLS, the leaf's DER, the size of the TLS Certificate message it makes).
+
+    A PEM file may hold the leaf and its intermediates, leaf first, as a device
+    under an intermediate CA must present them (the hub then finds the path to
+    the registered CA); they go to mbedTLS as PEM, which it parses as a chain.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        raise CertificateError("%s file not found: %s" % (what, path))
+    ders = []
+    if data.lstrip()[: len(_PEM_BEGIN)] == _PEM_BEGIN:
+        for part in data.split(_PEM_CERT)[1:]:  # each certificate block (a key block after one is skipped)
+            der = _pem_to_der(_PEM_CERT + part, path, what)
+            _check_der_sequence(der, path, what)
+            ders.append(der)
+    if len(ders) < 2:
+        leaf = read_der(path, what)
+        return leaf, leaf, 7 + 3 + len(leaf)
+    pem = b"".join(b"-----BEGIN CERTIFICATE-----\n" + binascii.b2a_base64(d) + b"-----END CERTIFICATE-----\n"
+                   for d in ders)
+    # Certificate message: handshake header 4, list length 3, then length 3 + DER per certificate.
+    return pem, ders[0], 7 + sum(3 + len(d) for d in ders)
+
+
 def _pem_to_der(data, path, what):
     lines = data.split(b"\n")
     body = []

@@ -93,7 +93,8 @@ class HubClient(CloudHandlers):
     # --- connecting --------------------------------------------------------------
 
     def _credentials(self):
-        """(cert DER, key DER, password) for this connect; secrets are read from flash each time."""
+        """(certificate chain, key DER, password, Certificate message bytes) for this connect; secrets
+        are read from flash each time."""
         cfg = self.config
         if self._root_files is None:
             self._root_files = certs.root_files(cfg.roots)
@@ -106,16 +107,16 @@ class HubClient(CloudHandlers):
             expiry = int(now) + cfg.sas_ttl
             password = sas.token(sas.resource(cfg.hub_host, cfg.device_id, cfg.module_id), key, expiry)
             self._renew_at = int(now) + cfg.sas_ttl * 4 // 5  # well before the hub would drop us
-            return None, None, password
+            return None, None, password, 0
         if not clock.is_set(now):
             # mbedTLS checks the hub's certificate dates against the same clock: at boot
             # (2000 on ESP32, 2021 on a Pico W) every certificate "starts in the future".
             raise ClockError("the clock reads %s: checking the hub's certificate needs the current time "
                              "(call aziot.clock.sync() once Wi-Fi is up, or set the RTC first)"
                              % clock.format_utc(now))
-        cert_der = certs.read_der(cfg.cert, "device certificate")
-        certs.check_current(cert_der, now, cfg.cert)
-        return cert_der, certs.read_der(cfg.key, "device key"), None
+        chain, leaf, message = certs.read_cert_chain(cfg.cert)
+        certs.check_current(leaf, now, cfg.cert)
+        return chain, certs.read_der(cfg.key, "device key"), None, message
 
     def connect(self):
         """Open TLS, log in, subscribe for the handlers; returns the CONNACK session-present flag.
@@ -133,11 +134,11 @@ class HubClient(CloudHandlers):
     def _open(self):
         cfg = self.config
         self._reconnect = True
-        cert_der, key_der, password = self._credentials()
+        cert_der, key_der, password, cert_message = self._credentials()
         if self._session is not None:  # one connection per identity: the hub would drop one anyway
             self._session.close()
             self._session = None
-        asked = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_der)
+        asked = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_message)
         stream, sock = self._handshake(cert_der, key_der, asked)
         self._session = MqttSession(stream, protocol.client_id(cfg.device_id, cfg.module_id), self._username(),
                                     password, cfg.keepalive, max_message=cfg.max_message, raw_sock=sock,

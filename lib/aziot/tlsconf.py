@@ -74,6 +74,10 @@ def make_context(profile, root_paths, cert_der, key_der, cert_path="", key_path=
         try:
             ctx.load_cert_chain(cert_der, key_der)
         except (ValueError, OSError) as e:
+            if cert_der[:11] == b"-----BEGIN ":  # a chain (leaf + intermediates) goes to mbedTLS as PEM
+                raise CertificateError("device certificate chain rejected by mbedTLS (%s): %s; presenting a "
+                                       "chain needs PEM parsing (MBEDTLS_PEM_PARSE_C), which MicroPython's own "
+                                       "builds have" % (_text(e), cert_path))
             raise CertificateError("device certificate or key rejected by mbedTLS (%s): %s, %s"
                                    % (_text(e), cert_path, key_path))
     try:
@@ -83,7 +87,7 @@ def make_context(profile, root_paths, cert_der, key_der, cert_path="", key_path=
     return ctx
 
 
-def set_max_fragment_length(length, cert_der=None):
+def set_max_fragment_length(length, cert_message=0):
     """Ask for RFC 6066 Maximum Fragment Length in the next SSLContext; returns the length in effect.
 
     length: -1 keeps the firmware's board default, 0 turns it off, else
@@ -104,8 +108,8 @@ def set_max_fragment_length(length, cert_der=None):
         except ValueError as e:
             raise ConfigError("key 'max_fragment_length': %s" % e)
     length = aziot_tls.max_fragment_length()
-    if length and cert_der is not None:
-        needed = len(cert_der) + 10  # handshake header 4 + chain length 3 + certificate length 3
+    if length and cert_message:
+        needed = cert_message  # the device's whole Certificate message: its chain, with the headers
         if needed > length:
             bigger = [m for m in MFL_SIZES if m >= needed]
             raise ConfigError("device certificate needs a %d-byte Certificate message, larger than "

@@ -80,6 +80,15 @@ BAD_MESSAGE = [
     ("desired version not a number", publish("$iothub/twin/PATCH/properties/desired/?$version=x", b"{}"),
      "POLL-ERROR ProtocolError $version in topic '$iothub/twin/PATCH/properties/desired/?$version=x' "
      "is not a number"),
+    ("$version in the body a string", publish("$iothub/twin/PATCH/properties/desired/?$version=7",
+                                              b'{"$version": "7", "led": "on"}'),
+     "POLL-ERROR ProtocolError desired-properties patch with a $version that is not a number: '7'"),
+    ("desired patch a list", publish("$iothub/twin/PATCH/properties/desired/?$version=8", b"[1, 2]"),
+     "POLL-ERROR ProtocolError desired-properties patch is not a JSON object"),
+    # A QoS 1 C2D whose topic is not UTF-8: acknowledged and reported, not redelivered at every reconnect.
+    ("topic not UTF-8", mqttwire.encode(mqttwire.PUBLISH, 2, b"\x00\x05dev\xff\xfe" + b"\x00\x09" + b"body"),
+     "POLL-ERROR ProtocolError message from the hub with a topic that is not UTF-8 (4 bytes of payload); "
+     "acknowledged and dropped"),
 ]
 
 

@@ -136,7 +136,7 @@ class CloudHandlers:
         inbox = self._session.inbox
         for i in range(len(inbox)):
             msg = inbox[i]
-            if not msg.topic.startswith("$iothub/twin/res/"):
+            if not msg.topic or not msg.topic.startswith("$iothub/twin/res/"):
                 continue
             kind, status, got, version = protocol.parse_incoming(msg.topic, self.config.device_id)
             if got == rid:
@@ -175,6 +175,8 @@ class CloudHandlers:
         if not isinstance(desired, dict):
             raise ProtocolError("the twin's desired properties are not a JSON object")
         version = desired.pop("$version", None)
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ProtocolError("the twin's desired $version is not a number: %r" % (version,))
         if version is not None and (self._desired_version is None or version > self._desired_version):
             self._desired_handler(desired, version)
             self._desired_version = version  # handled: a handler that raised sees it again next time
@@ -196,6 +198,9 @@ class CloudHandlers:
         return handled
 
     def _handle(self, session, msg):
+        if msg.topic is None:
+            raise ProtocolError("message from the hub with a topic that is not UTF-8 (%d bytes of payload); "
+                                "acknowledged and dropped" % msg.size)
         parsed = protocol.parse_incoming(msg.topic, self.config.device_id)
         kind = parsed[0]
         if kind == protocol.METHOD:
@@ -222,6 +227,8 @@ class CloudHandlers:
             if not isinstance(patch, dict):
                 raise ProtocolError("desired-properties patch is not a JSON object")
             version = patch.pop("$version", parsed[1])
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise ProtocolError("desired-properties patch with a $version that is not a number: %r" % (version,))
             if self._desired_handler is not None and (
                     self._desired_version is None or version > self._desired_version):
                 self._desired_version = version

@@ -49,7 +49,7 @@ class Inbound:
     __slots__ = ("topic", "payload", "size", "packet_id")
 
     def __init__(self, topic, payload, size, packet_id):
-        self.topic = topic  # str
+        self.topic = topic  # str; None when the hub sent one that is not UTF-8
         self.payload = payload  # bytes; None when size exceeded the limit and it was skipped
         self.size = size
         self.packet_id = packet_id  # QoS 1: acknowledge after handling; None for QoS 0
@@ -130,7 +130,9 @@ class _Client(MQTTClient):
         try:
             topic = topic.decode()
         except UnicodeError:
-            raise ProtocolError("PUBLISH topic is not UTF-8")
+            # Read on to the packet's end: the stream stays in step, and a QoS 1 message is then
+            # acknowledged as refused instead of coming back at every reconnect.
+            topic = None
         packet_id = None
         if qos:
             n = self._read(2, "a packet id")

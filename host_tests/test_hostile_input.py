@@ -284,3 +284,53 @@ def test_the_standard_hubs_back_end_serves_only_its_tls_front(hub, provision_dev
     assert first_connection(hub).reason == "the back end was reached without the TLS front's report"
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"  # the real path still works
     assert [m.payload for m in hub.telemetry("dev-front")] == [b'{"ok": 1}']
+
+
+def test_a_peer_that_withholds_puback_but_keeps_talking_cannot_hold_send_telemetry(hub_state, provision_device,
+                                                                                   run_device):
+    """PINGRESP every 200 ms and never a PUBACK, for 8 s: send_telemetry() gives up after `timeout` (2 s),
+    queues the message and returns; before, each packet restarted the wait."""
+    server = os.path.join(hub_state, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def peer():
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(10)
+            _read_packet(tls)
+            tls.sendall(b"\x20\x02\x00\x00")
+            _read_packet(tls)  # the PUBLISH: no PUBACK, ever
+            end = time.monotonic() + 8
+            try:
+                while time.monotonic() < end:
+                    tls.sendall(b"\xd0\x00")
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the device gave up and closed the link
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        dev = provision_device("dev-nopuback", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=2, reconnect_min_ms=60000, reconnect_max_ms=60000)
+        run = run_device(dev.image_path, """
+            import time
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.connect()
+            t0 = time.ticks_ms()
+            hub.send_telemetry(b"x", message_id="m1")
+            print("RETURNED", time.ticks_diff(time.ticks_ms(), t0), len(hub.outbox), type(hub.last_error).__name__)
+            print(hub.last_error)
+        """)
+    finally:
+        thread.join(30)
+        listener.close()
+    first, reason = run.stdout.splitlines()[:2]
+    took, queued, error = first.split()[1:]
+    assert int(took) < 3500 and queued == "1" and error == "ConnectionLost", run.output
+    assert reason.endswith("no PUBACK within 2 s: the hub sent other packets or trickled bytes meanwhile")

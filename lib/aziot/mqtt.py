@@ -65,13 +65,30 @@ class _Client(MQTTClient):
     SUBACK, leaving the rest to them) and queues each PUBLISH whole.
     """
 
-    def setup(self, max_message, inbox):
+    def setup(self, max_message, inbox, timeout_s=15):
         self.max_message = max_message
         self.inbox = inbox
         self.ping_sent = None
         self.cb = inbox.append  # subscribe() insists on a callback
+        self.timeout_ms = (timeout_s or 15) * 1000
+        # An overall deadline for what is being waited for (a PUBACK, a SUBACK, the rest of a packet):
+        # each read has the socket's timeout, but a peer that trickles bytes or sends other packets
+        # (PINGRESP) meanwhile would otherwise hold the caller for ever.
+        self.deadline = None
+        self.waiting_for = None
+
+    def _expect_by(self, what):
+        if self.deadline is None:
+            self.deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
+            self.waiting_for = what
+
+    def _check_deadline(self):
+        if self.deadline is not None and time.ticks_diff(time.ticks_ms(), self.deadline) > 0:
+            raise ConnectionLost("no %s within %d s: the hub sent other packets or trickled bytes meanwhile"
+                                 % (self.waiting_for, self.timeout_ms // 1000))
 
     def _read(self, n, what):
+        self._check_deadline()
         return read_exact(self.sock, n, what)
 
     def _remaining_length(self):
@@ -84,6 +101,15 @@ class _Client(MQTTClient):
         raise ProtocolError("MQTT remaining length longer than 4 bytes")
 
     def wait_msg(self):
+        self._check_deadline()
+        own = self.deadline is None  # not inside publish()/subscribe(): a deadline for this packet only
+        try:
+            return self._wait_msg()
+        finally:
+            if own:
+                self.deadline = None
+
+    def _wait_msg(self):
         sock = self.sock
         waiting = sock.blocking  # False inside check_msg(): "nothing yet" is then a fine answer
         try:
@@ -100,6 +126,7 @@ class _Client(MQTTClient):
             return None
         if not first:
             raise ConnectionLost("the hub closed the connection")
+        self._expect_by("whole packet")
         self.ping_sent = None  # anything from the hub shows the link is alive
         op = first[0]
         kind = op & 0xF0
@@ -156,11 +183,20 @@ class _Client(MQTTClient):
 
     def publish(self, topic, msg, retain=False, qos=0):
         self._wrap_packet_id()
-        return super().publish(topic, msg, retain, qos)
+        if qos:
+            self._expect_by("PUBACK")
+        try:
+            return super().publish(topic, msg, retain, qos)
+        finally:
+            self.deadline = None
 
     def subscribe(self, topic, qos=0):
         self._wrap_packet_id()
-        return super().subscribe(topic, qos)
+        self._expect_by("SUBACK")
+        try:
+            return super().subscribe(topic, qos)
+        finally:
+            self.deadline = None
 
     def puback(self, packet_id):
         self.sock.write(bytes((0x40, 2, packet_id >> 8, packet_id & 255)))
@@ -187,7 +223,7 @@ class MqttSession:
         self.inbox = []
         client = _Client(client_id, "", keepalive=keepalive)
         client.sock = stream
-        client.setup(max_message, self.inbox)
+        client.setup(max_message, self.inbox, timeout)
         self._client = client
         self.last_sent = time.ticks_ms()
         self.closed = False

@@ -89,3 +89,29 @@ def test_queue_file_survives_a_reset_and_a_torn_tail_is_counted(mpy, tmp_path):
     """ % (path, path, path, path, path, path, str(tmp_path)))
     assert got[0] == [["m1", "devices/d/messages/events/", 3], ["m2", "devices/d/messages/events/k=v", 256]]
     assert got[1:] == [["m1"], 1, True]
+
+
+def test_the_flash_queue_appends_instead_of_rewriting_and_survives_a_reset(mpy, tmp_path):
+    """100 messages queued offline one by one, then 40 sent: flash bytes written stay near what was queued
+    (the old rewrite-per-message wrote the whole queue each time), and a reset reads back the rest."""
+    path = str(tmp_path / "queue.bin")
+    out = mpy("""
+        from aziot.outbox import Outbox
+        box = Outbox(200, 1 << 20, path=%r)
+        for i in range(100):
+            box.put("m%%d" %% i, b"devices/d/messages/events/", b"p" * 200)
+            box.save()
+        queued = box.bytes_written
+        for i in range(40):
+            box.remove_first()
+            box.save()
+        print("QUEUED", queued, "AFTER", box.bytes_written)
+        again = Outbox(200, 1 << 20, path=%r)
+        print("LOADED", len(again), again.first()[0], again.items[-1][0], again.dropped)
+    """ % (path, path))
+    lines = out.split("\\n") if "\\n" in out else out.splitlines()
+    queued, after = int(lines[0].split()[1]), int(lines[0].split()[3])
+    record = 9 + len("m99") + len("devices/d/messages/events/") + 200
+    assert queued <= 100 * record * 1.1, queued  # rewriting each time: ~50 x that
+    assert after - queued < 100 * record  # 40 one-byte records, and at most one compaction
+    assert lines[1] == "LOADED 60 m40 m99 0"

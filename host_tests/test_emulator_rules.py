@@ -103,13 +103,35 @@ def test_sas_tokens_the_hub_would_not_take_are_refused_with_a_reason():
         "SAS token expiry is out of range"
 
 
-def test_a_client_with_a_malformed_token_gets_connack_5(hub, hub_state):
-    """Through the whole path (TLS, CONNECT): a refusal with its reason, not an error inside the emulator."""
-    import os
+def connack_code(hub, device_id, password=None, cert_chain=None) -> int:
+    """The CONNACK code a paho-mqtt (CPython) client gets from the hub for this login."""
     import ssl
     import threading
 
     import paho.mqtt.client as mqtt
+
+    ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
+    ctx.check_hostname = False  # dials 127.0.0.1; the chain is still verified
+    if cert_chain:
+        ctx.load_cert_chain(*cert_chain)
+    codes, done = [], threading.Event()
+    client = mqtt.Client(client_id=device_id)
+    client.username_pw_set("%s/%s/?api-version=2021-04-12" % (hub.hub_host, device_id), password)
+    client.tls_set_context(ctx)
+    client.on_connect = lambda c, u, f, rc: (codes.append(rc), done.set())
+    client.connect("127.0.0.1", hub.port, keepalive=60)
+    client.loop_start()
+    try:
+        assert done.wait(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return codes[0]
+
+
+def test_a_client_with_a_malformed_token_gets_connack_5(hub, hub_state):
+    """Through the whole path (TLS, CONNECT): a refusal with its reason, not an error inside the emulator."""
+    import os
 
     from aziot_tools.hub.registry import Registry
 
@@ -120,21 +142,7 @@ def test_a_client_with_a_malformed_token_gets_connack_5(hub, hub_state):
     for token, reason in ((good.replace("se=" + se, "se=\u00b2"), "SAS token expiry is not a number"),
                           (good.replace("se=" + se, "se=" + "9" * 400), "SAS token expiry is out of range"),
                           (good + "&skn=device", "SAS token names a shared access policy (skn)")):
-        ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
-        ctx.check_hostname = False
-        codes, done = [], threading.Event()
-        client = mqtt.Client(client_id="paho-bad")
-        client.username_pw_set("%s/paho-bad/?api-version=2021-04-12" % hub.hub_host, token)
-        client.tls_set_context(ctx)
-        client.on_connect = lambda c, u, f, rc: (codes.append(rc), done.set())
-        client.connect("127.0.0.1", hub.port, keepalive=60)
-        client.loop_start()
-        try:
-            assert done.wait(10)
-        finally:
-            client.loop_stop()
-            client.disconnect()
-        assert codes == [5]
+        assert connack_code(hub, "paho-bad", password=token) == 5
         assert hub.connections("paho-bad")[-1].reason.startswith(reason)
 
 
@@ -168,10 +176,7 @@ def test_ca_authentication_checks_every_issuer_on_the_path(tmp_path):
 
 def test_a_client_presenting_a_leaf_signed_by_another_devices_leaf_is_refused(hub, hub_state, tmp_path):
     import os
-    import ssl
-    import threading
 
-    import paho.mqtt.client as mqtt
 
     from aziot_tools import provision
     from aziot_tools.hub.registry import Registry
@@ -186,20 +191,6 @@ def test_a_client_presenting_a_leaf_signed_by_another_devices_leaf_is_refused(hu
     forged = pki.make_device_identity("victim", a)
     (tmp_path / "chain.pem").write_bytes(forged.cert_pem + a.cert_pem)
     (tmp_path / "key.pem").write_bytes(forged.key_pem)
-    ctx = ssl.create_default_context(cafile=hub.identity.root_path("rsa"))
-    ctx.check_hostname = False
-    ctx.load_cert_chain(str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"))
-    codes, done = [], threading.Event()
-    client = mqtt.Client(client_id="victim")
-    client.username_pw_set("%s/victim/?api-version=2021-04-12" % hub.hub_host)
-    client.tls_set_context(ctx)
-    client.on_connect = lambda c, u, f, rc: (codes.append(rc), done.set())
-    client.connect("127.0.0.1", hub.port, keepalive=60)
-    client.loop_start()
-    try:
-        assert done.wait(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    assert codes == [5]
+    chain = (str(tmp_path / "chain.pem"), str(tmp_path / "key.pem"))
+    assert connack_code(hub, "victim", cert_chain=chain) == 5
     assert "is not a CA certificate" in hub.connections("victim")[-1].reason

@@ -177,7 +177,6 @@ def test_ca_authentication_checks_every_issuer_on_the_path(tmp_path):
 def test_a_client_presenting_a_leaf_signed_by_another_devices_leaf_is_refused(hub, hub_state, tmp_path):
     import os
 
-
     from aziot_tools import provision
     from aziot_tools.hub.registry import Registry
 

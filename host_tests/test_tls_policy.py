@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from aziot_tools import pki
-from devicecode import first_connection
+from devicecode import eventually, first_connection
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl command not installed")
 
@@ -108,3 +108,32 @@ def test_the_ecc_chain_is_shaped_like_the_hubs():
     # Microsoft measured ~2.7 KB (ECC) vs ~4.5 KB (RSA) per handshake on the real hub.
     assert 1900 < len(ecc.leaf.cert_der) + len(ecc.issuing.cert_der) < 2400
     assert 3000 < len(rsa_chain.leaf.cert_der) + len(rsa_chain.issuing.cert_der) < 3700
+
+
+def test_a_renegotiation_is_refused_with_an_alert_and_the_link_ends(any_hub):
+    import time
+
+    hub = any_hub
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % hub.port, "-servername",
+                             hub.hub_host, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not hub.connections() or hub.connections()[0].result == "tls-failed" and not \
+                hub.connections()[0].reason:
+            assert time.monotonic() < deadline, "no handshake"
+            time.sleep(0.05)
+        proc.stdin.write(b"R\n")  # s_client's command for a renegotiation
+        proc.stdin.flush()
+        code = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = proc.stdout.read().decode(errors="replace")
+    assert "RENEGOTIATING" in out and code != 0, out
+    if hub.tls_mode == "preview":
+        assert eventually(lambda: hub.connections()[0].reason ==
+                          "client attempted TLS renegotiation (refused with an alert)"), hub.connections()
+    else:  # Go's crypto/tls answers with its own alert
+        assert "alert unexpected message" in out

@@ -47,7 +47,10 @@ def make_server_context(ecc_chain, rsa_chain, workdir: str = None) -> SSL.Contex
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_cipher_list(":".join(RSA_SUITES + ECC_SUITES).encode())
-    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET)
+    # No renegotiation: the hub's TLS 1.2 endpoint does not offer it (and Go's crypto/tls, the standard
+    # mode's server, never does): a client's attempt gets an alert instead of a second handshake.
+    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET
+                    | SSL.OP_NO_RENEGOTIATION)
     # Ask for a client certificate but judge it ourselves after the handshake
     # (thumbprint or registered CA), as the hub does at CONNECT.
     ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errnum, depth, ok: True)
@@ -133,6 +136,18 @@ class TlsStream:
                 raise ConnectionError("TLS connection lost: %s" % (e,)) from None
             except SSL.Error as e:
                 raise ConnectionError("TLS error: %s" % _reason(e)) from None
+            try:
+                spoken = self._conn.bio_read(65536)
+            except SSL.WantReadError:
+                spoken = b""
+            if spoken:
+                # Once connected, a TLS 1.2 server only speaks when asked to: output produced while
+                # reading is the no_renegotiation alert for a client's new ClientHello. Send it, then
+                # end the link (stricter than a warning: the hub never renegotiates).
+                self.bytes_out += len(spoken)
+                self._writer.write(spoken)
+                await self._writer.drain()
+                raise ConnectionError("client attempted TLS renegotiation (refused with an alert)")
             if not await self._fill():
                 raise ConnectionError("client closed the connection")
         data = bytes(self._buf[:n])

@@ -319,3 +319,28 @@ def test_a_desired_handler_that_raises_at_connect_fails_it_and_sees_the_change_a
     assert run.stdout.splitlines() == ["CONNECT KeyError led CONNECTED? False", "REPORTED 2", "DONE True"], \
         run.output
     assert eventually(lambda: [c.result for c in hub.connections("dev-dh")] == ["closed", "closed"])
+
+
+def test_a_flood_of_c2d_while_connecting_stays_within_the_inbox_budget_and_all_arrive(hub, provision_device,
+                                                                                     run_device):
+    """40 x 8 KB waiting at connect (320 KB, more than the 256 KB heap): the inbox holds what fits, the
+    rest stay unacknowledged with the hub and come on renewed links; nothing raises MemoryError."""
+    dev = provision_device("dev-flood", hub, reconnect_min_ms=50, reconnect_max_ms=200)
+    assert run_device(dev.image_path, C2D_LATE_APP, "subscribe").stdout == "DONE\n"
+    for i in range(40):
+        hub.send_c2d("dev-flood", b"%02d" % i + b"f" * 8190, message_id="f%02d" % i)
+    run = run_device(dev.image_path, """
+        import time
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        got = set()
+        hub.on_c2d(lambda msg: got.add(msg.message_id))
+        hub.connect()
+        end = time.ticks_add(time.ticks_ms(), 30000)
+        while len(got) < 40 and time.ticks_diff(end, time.ticks_ms()) > 0:
+            hub.poll(100)
+        hub.disconnect()
+        print("GOT", len(got), "CONNECTS", hub.stats["connects"])
+    """, heap="256K", timeout=60)
+    assert run.stdout.startswith("GOT 40 "), run.output
+    assert hub.c2d_pending("dev-flood") == []

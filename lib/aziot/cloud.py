@@ -29,6 +29,7 @@ class CloudHandlers:
         self._subscribed = []
         self._held_c2d = []  # C2D that arrived before on_c2d(): unacknowledged, so the hub keeps it
         self._c2d_unheld = 0  # ... and how many more did not fit here
+        self._redeliver = False  # C2D left unacknowledged for want of room: renew the link for it
         self._twin_retry_at = None  # ticks_ms when poll() retries a failed connect-time twin fetch
         cfg = self.config
         self._twin_backoff = Backoff(cfg.reconnect_min_ms, cfg.reconnect_max_ms, cfg.throttle_ms)
@@ -203,6 +204,8 @@ class CloudHandlers:
                                 "acknowledged and dropped" % msg.size)
         parsed = protocol.parse_incoming(msg.topic, self.config.device_id)
         kind = parsed[0]
+        if msg.deferred:
+            return self._deferred(session, msg, kind, parsed)
         if kind == protocol.METHOD:
             self._answer_method(session, msg, parsed[1], parsed[2])
         elif kind == protocol.C2D:
@@ -235,6 +238,20 @@ class CloudHandlers:
                 self._desired_handler(patch, version)
         else:  # a twin response nobody waits for any more
             self.late_responses += 1
+
+    def _deferred(self, session, msg, kind, parsed):
+        """A message skipped because the inbox was full while waiting: nothing is lost. A C2D stays
+        unacknowledged (the link is renewed afterwards so the hub sends it again), a method is
+        answered 503 (the caller may retry), a desired patch is caught up from the full twin."""
+        if kind == protocol.C2D:
+            self._redeliver = True
+            return True
+        if kind == protocol.METHOD:
+            session.publish(protocol.method_response_topic(503, parsed[2]).encode(),
+                            error_body("the device was busy: its inbox was full while it waited for the hub"), 0)
+        elif kind == protocol.DESIRED and self._desired_handler is not None:
+            self._twin_retry_at = time.ticks_ms()
+        return False
 
     def _answer_method(self, session, msg, name, rid):
         if msg.payload is None:

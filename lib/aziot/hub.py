@@ -146,6 +146,7 @@ class HubClient(CloudHandlers):
         self._subscribed = []
         self._held_c2d = []  # packet ids belong to the old session: the hub redelivers those
         self._c2d_unheld = 0
+        self._redeliver = False
         try:
             for topic, qos in self._subscriptions():
                 self._subscribe(topic, qos)
@@ -346,7 +347,11 @@ class HubClient(CloudHandlers):
                 self._sync_twin()
             if self._connected() and not session.inbox:
                 session.pump(timeout_ms)
-            return self._dispatch(session)
+            handled = self._dispatch(session)
+            if self._redeliver and self._connected() and not session.inbox:
+                self._redeliver = False
+                self._reconnect_now()  # the hub sends unacknowledged C2D again on a new connection
+            return handled
         except (ConnectionLost, ProtocolError) as e:
             if isinstance(e, ProtocolError) and not session.closed:
                 raise  # one bad message; the stream is still in step

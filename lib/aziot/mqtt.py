@@ -16,6 +16,8 @@ from .errors import ConnectionLost, ConnectionRefused, ProtocolError, oserror_te
 from .transport import PacketStream, read_exact
 
 _EAGAIN = 11  # MicroPython uses Linux errno numbers on every port
+INBOX_MESSAGES = 16  # messages held while a PUBACK, SUBACK or twin answer is awaited
+_TWIN_RESPONSE = "$iothub/twin/res/"
 
 
 def _text(topic):
@@ -46,9 +48,10 @@ def _close_quietly(stream):
 class Inbound:
     """A PUBLISH from the hub, read whole (or skipped whole when too large)."""
 
-    __slots__ = ("topic", "payload", "size", "packet_id")
+    __slots__ = ("topic", "payload", "size", "packet_id", "deferred")
 
     def __init__(self, topic, payload, size, packet_id):
+        self.deferred = False  # skipped for want of room while waiting, not for its size
         self.topic = topic  # str; None when the hub sent one that is not UTF-8
         self.payload = payload  # bytes; None when size exceeded the limit and it was skipped
         self.size = size
@@ -153,27 +156,41 @@ class _Client(MQTTClient):
         topic_len = n[0] << 8 | n[1]
         if header + topic_len > size:
             raise ProtocolError("PUBLISH topic length %d exceeds the packet" % topic_len)
-        topic = self._read(topic_len, "a topic")
-        try:
-            topic = topic.decode()
-        except UnicodeError:
-            # Read on to the packet's end: the stream stays in step, and a QoS 1 message is then
-            # acknowledged as refused instead of coming back at every reconnect.
+        if topic_len > self.max_message:  # a topic is not read into memory beyond the limit either
+            self._skip(topic_len)
             topic = None
+        else:
+            topic = self._read(topic_len, "a topic")
+            try:
+                topic = topic.decode()
+            except UnicodeError:
+                # Read on to the packet's end: the stream stays in step, and a QoS 1 message is then
+                # acknowledged as refused instead of coming back at every reconnect.
+                topic = None
         packet_id = None
         if qos:
             n = self._read(2, "a packet id")
             packet_id = n[0] << 8 | n[1]
         size -= header + topic_len
-        if size > self.max_message:
-            # Skip it whole, in small pieces, so the stream stays usable.
-            left = size
-            while left:
-                left -= len(self._read(min(left, 256), "a message"))
+        # The topic carries the properties: both count against max_message. And what waits in the
+        # inbox (messages that came during a PUBACK, SUBACK or twin wait) stays within a budget of
+        # INBOX_MESSAGES and twice max_message, so a flood cannot exhaust the heap: beyond it a
+        # message is skipped and marked deferred (a C2D is then left for the hub to send again).
+        held = sum(m.size for m in self.inbox if m.payload is not None)
+        deferred = (len(self.inbox) >= INBOX_MESSAGES or held + size > 2 * self.max_message) and not (
+            topic and topic.startswith(_TWIN_RESPONSE))  # what a request waits for is never deferred
+        if topic_len + size > self.max_message or deferred:
+            self._skip(size)  # whole, in small pieces, so the stream stays usable
             payload = None
         else:
             payload = self._read(size, "a message") if size else b""
-        self.cb(Inbound(topic, payload, size, packet_id))
+        msg = Inbound(topic, payload, size, packet_id)
+        msg.deferred = deferred and payload is None and topic_len + size <= self.max_message
+        self.cb(msg)
+
+    def _skip(self, n):
+        while n:
+            n -= len(self._read(min(n, 256), "a message"))
 
     def _wrap_packet_id(self):
         # umqtt.simple counts packet ids up without end; MQTT 3.1.1 (2.3.1) allows 1..65535, and a

@@ -244,7 +244,10 @@ class CloudHandlers:
         unacknowledged (the link is renewed afterwards so the hub sends it again), a method is
         answered 503 (the caller may retry), a desired patch is caught up from the full twin."""
         if kind == protocol.C2D:
-            self._redeliver = True
+            if self._c2d_handler is None:
+                self._c2d_unheld += 1  # on_c2d() renews the link for it
+            else:
+                self._redeliver = True
             return True
         if kind == protocol.METHOD:
             session.publish(protocol.method_response_topic(503, parsed[2]).encode(),

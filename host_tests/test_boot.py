@@ -8,6 +8,20 @@ import pytest
 from aziot_tools import paths
 
 
+def load_errors(mpy, folder, names) -> str:
+    """What aziot.wifi.load says of each settings file in folder (ACCEPTED when it takes one)."""
+    return mpy("""
+        from aziot import wifi
+        from aziot.errors import ConfigError
+        for name in %r:
+            try:
+                wifi.load(%r + "/" + name)
+                print("ACCEPTED", name)
+            except ConfigError as e:
+                print(e)
+    """ % (sorted(names), str(folder)))
+
+
 def test_wifi_settings_errors_name_the_file_and_key_and_never_the_password(mpy, tmp_path):
     cases = {
         "missing.json": None,
@@ -18,15 +32,7 @@ def test_wifi_settings_errors_name_the_file_and_key_and_never_the_password(mpy, 
     for name, text in cases.items():
         if text is not None:
             (tmp_path / name).write_text(text)
-    out = mpy("""
-        from aziot import wifi
-        from aziot.errors import ConfigError
-        for name in %r:
-            try:
-                wifi.load(%r + "/" + name)
-            except ConfigError as e:
-                print(e)
-    """ % (sorted(cases), str(tmp_path)))
+    out = load_errors(mpy, tmp_path, cases)
     base = str(tmp_path)
     assert out.splitlines() == [
         "%s/badpass.json: key 'password' must be a string" % base,
@@ -80,16 +86,7 @@ def test_wifi_settings_with_wrong_numbers_or_size_are_refused_by_key(mpy, tmp_pa
              "f.json": {"ssid": "lab", "timeout_s": 2.5}, "big.json": {"ssid": "lab", "pad": "x" * 600}}
     for name, value in cases.items():
         (tmp_path / name).write_text(json.dumps(value))
-    out = mpy("""
-        from aziot import wifi
-        from aziot.errors import ConfigError
-        for name in %r:
-            try:
-                wifi.load(%r + "/" + name)
-                print("ACCEPTED", name)
-            except ConfigError as e:
-                print(e)
-    """ % (sorted(cases), str(tmp_path)))
+    out = load_errors(mpy, tmp_path, cases)
     base = str(tmp_path)
     assert out.splitlines() == [
         "%s/a.json: key 'attempts' must be a whole number 1..20" % base,

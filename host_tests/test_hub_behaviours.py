@@ -344,3 +344,24 @@ def test_a_flood_of_c2d_while_connecting_stays_within_the_inbox_budget_and_all_a
     """, heap="256K", timeout=60)
     assert run.stdout.startswith("GOT 40 "), run.output
     assert hub.c2d_pending("dev-flood") == []
+
+
+def test_a_burst_of_large_c2d_while_polling_needs_no_renewed_link(hub, provision_device, live_device):
+    """poll() leaves what does not fit the inbox in the socket for its next call, so nothing is deferred."""
+    dev = provision_device("dev-burst", hub)
+    device = live_device(dev.image_path, """
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        got = []
+        hub.on_c2d(lambda msg: got.append(msg.message_id))
+        hub.connect()
+        print("READY")
+        while len(got) < 6:
+            hub.poll(100)
+        print("GOT", len(got), "CONNECTS", hub.stats["connects"])
+        hub.disconnect()
+    """)
+    device.expect("READY")
+    for i in range(6):
+        hub.send_c2d("dev-burst", b"b" * 12000, message_id="b%d" % i)
+    assert device.expect("GOT", timeout=30) == "GOT 6 CONNECTS 1"

@@ -346,7 +346,7 @@ class HubClient(CloudHandlers):
             if self._twin_sync_due() and self._connected():
                 self._sync_twin()
             if self._connected() and not session.inbox:
-                session.pump(timeout_ms)
+                session.pump(timeout_ms, leave_when_full=True)
             handled = self._dispatch(session)
             if self._redeliver and self._connected() and not session.inbox:
                 self._redeliver = False

@@ -176,8 +176,7 @@ class _Client(MQTTClient):
         # inbox (messages that came during a PUBACK, SUBACK or twin wait) stays within a budget of
         # INBOX_MESSAGES and twice max_message, so a flood cannot exhaust the heap: beyond it a
         # message is skipped and marked deferred (a C2D is then left for the hub to send again).
-        held = sum(m.size for m in self.inbox if m.payload is not None)
-        deferred = (len(self.inbox) >= INBOX_MESSAGES or held + size > 2 * self.max_message) and not (
+        deferred = (len(self.inbox) >= INBOX_MESSAGES or self.held_bytes() + size > 2 * self.max_message) and not (
             topic and topic.startswith(_TWIN_RESPONSE))  # what a request waits for is never deferred
         if topic_len + size > self.max_message or deferred:
             self._skip(size)  # whole, in small pieces, so the stream stays usable
@@ -187,6 +186,9 @@ class _Client(MQTTClient):
         msg = Inbound(topic, payload, size, packet_id)
         msg.deferred = deferred and payload is None and topic_len + size <= self.max_message
         self.cb(msg)
+
+    def held_bytes(self):
+        return sum(m.size for m in self.inbox if m.payload is not None)
 
     def _skip(self, n):
         while n:
@@ -306,16 +308,21 @@ class MqttSession:
             raise self._failed("sending PINGREQ", e)
         self.last_sent = self._client.ping_sent = time.ticks_ms()
 
-    def pump(self, timeout_ms=0, limit=16):
+    def pump(self, timeout_ms=0, limit=16, leave_when_full=False):
         """Read what has arrived into inbox, waiting up to timeout_ms for the first packet.
 
         Reads on while data is buffered (two packets in one TLS record), up
-        to limit packets. Returns the number of packets read.
+        to limit packets. leave_when_full: stop once the inbox holds
+        max_message bytes, leaving the rest in the socket for the next call
+        (poll() has nothing else to wait for, so it need not defer anything).
+        Returns the number of packets read.
         """
         client = self._client
         count = 0
         try:
             while count < limit and client.sock.poll_readable(timeout_ms if count == 0 else 0):
+                if leave_when_full and count and client.held_bytes() >= client.max_message:
+                    break
                 op = client.check_msg()
                 if op is None:
                     break  # readable, but no whole TLS record yet

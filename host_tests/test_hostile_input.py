@@ -334,3 +334,108 @@ def test_a_peer_that_withholds_puback_but_keeps_talking_cannot_hold_send_telemet
     took, queued, error = first.split()[1:]
     assert int(took) < 3500 and queued == "1" and error == "ConnectionLost", run.output
     assert reason.endswith("no PUBACK within 2 s: the hub sent other packets or trickled bytes meanwhile")
+
+
+def test_a_trickled_handshake_cannot_hold_connect_or_poll(hub, provision_device, run_device):
+    """An on-path trickle of 200 bytes/s each way (no certificate needed): the ClientHello passes within
+    the 2 s socket timeout, then every read of the hub's 3.9 KB flight gets bytes well within it, so only
+    an overall deadline ends the handshake. Before, connect() sat ~20 s in it (until the device's own
+    trickled certificate left a read waiting 5 s) and poll() as long in each reconnect attempt."""
+    from aziot_tools.faults import FaultProxy
+
+    with FaultProxy(hub.port) as proxy:
+        proxy.slow(60, 200)
+        dev = provision_device("dev-trickle", address="127.0.0.1", port=proxy.port, tls_profile="rsa",
+                               timeout=2, reconnect_min_ms=100, reconnect_max_ms=200)
+        run = run_device(dev.image_path, """
+            import time
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            t0 = time.ticks_ms()
+            try:
+                hub.connect()
+                print("CONNECTED")
+            except Exception as e:
+                print("CONNECT", time.ticks_diff(time.ticks_ms(), t0), type(e).__name__, e)
+            longest, attempts, t1 = 0, 0, time.ticks_ms()
+            while time.ticks_diff(time.ticks_ms(), t1) < 7000:
+                t = time.ticks_ms()
+                hub.poll(100)
+                longest = max(longest, time.ticks_diff(time.ticks_ms(), t))
+            print("POLL", longest, hub.stats["connect_failures"], type(hub.last_error).__name__)
+        """, timeout=40)
+    connect, poll = run.stdout.splitlines()[:2]
+    took, error = connect.split()[1:3]
+    assert error == "TlsError" and int(took) < 3500, run.output
+    assert connect.endswith("did not finish within the timeout (the peer is too slow or trickles its bytes)")
+    longest, failures, last = poll.split()[1:]
+    assert int(longest) < 3500 and int(failures) >= 2 and last == "TlsError", run.output
+
+
+def test_a_hub_that_never_answers_the_twin_cannot_hold_poll(hub_state, provision_device, run_device):
+    """The hub grants the subscriptions and then ignores every twin GET. connect() gives the fetch what is
+    left of its timeout (2 s) and returns; poll(100) then retries with backoff without waiting inside:
+    the request goes out and a later poll() takes the answer or the timeout. Before, each retry held
+    poll() for the whole timeout."""
+    server = os.path.join(hub_state, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    twin_gets = []
+
+    def peer():
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(15)
+            try:
+                _read_packet(tls)
+                tls.sendall(b"\x20\x02\x00\x00")
+                while True:
+                    first, body = _read_packet(tls)
+                    if first == 0x82:  # SUBSCRIBE: grant what was asked
+                        tls.sendall(bytes((0x90, 3)) + body[:2] + body[-1:])
+                    elif first & 0xF0 == 0x30:  # a twin GET: never answered
+                        twin_gets.append(time.monotonic())
+                    elif first == 0xC0:
+                        tls.sendall(b"\xd0\x00")
+                    elif first == 0xE0:
+                        return
+            except (OSError, IndexError):
+                pass
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        dev = provision_device("dev-mutetwin", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=2, reconnect_min_ms=300, reconnect_max_ms=600)
+        run = run_device(dev.image_path, """
+            import time
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.on_desired(lambda patch, version: print("DESIRED", version))
+            hub.on_link = lambda event, detail: print("LINK", event, detail) if event == "twin" else None
+            t0 = time.ticks_ms()
+            hub.connect()
+            print("CONNECTED", time.ticks_diff(time.ticks_ms(), t0))
+            longest, t1 = 0, time.ticks_ms()
+            while time.ticks_diff(time.ticks_ms(), t1) < 8000:
+                t = time.ticks_ms()
+                hub.poll(100)
+                longest = max(longest, time.ticks_diff(time.ticks_ms(), t))
+            print("POLL", longest, hub.stats["links_lost"])
+            hub.disconnect()
+        """, timeout=40)
+    finally:
+        thread.join(30)
+        listener.close()
+    lines = run.stdout.splitlines()
+    assert lines[0] == "LINK twin no answer to the twin GET within 2000 ms" or \
+        lines[0].startswith("LINK twin no answer to the twin GET within 19"), run.output
+    connected = int(lines[1].split()[1])
+    assert connected < 3000, run.output
+    longest, lost = map(int, lines[-1].split()[1:])
+    assert longest < 600 and lost == 0, run.output
+    # The retries went out from poll() (a GET each, after its own timeout and a backoff delay).
+    assert len(twin_gets) >= 3 and [l for l in lines if l.startswith("LINK twin")][1:], run.output

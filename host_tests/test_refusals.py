@@ -81,15 +81,17 @@ def test_ca_auth_refuses_an_unregistered_ca(hub, provision_device, run_device):
 def test_no_client_certificate_is_refused(hub, provision_device, run_device):
     dev = provision_device("dev-nocert", hub)
     run = run_device(dev.image_path, """
+        import time
         from aziot import certs, config, protocol, tlsconf
         from aziot.mqtt import MqttSession
         from aziot.transport import open_socket
         cfg = config.load()
         ctx = tlsconf.make_context("rsa", certs.root_files(cfg.roots), None, None)   # no client certificate
         sock = open_socket(cfg.dial_address, cfg.port, 10)
-        stream = tlsconf.handshake(sock, ctx, cfg.hub_host, "hub")
+        login = protocol.connect_packet(cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id), None, 60, False)
+        stream = tlsconf.handshake(sock, ctx, cfg.hub_host, "hub", login, time.ticks_add(time.ticks_ms(), 10000))
         try:
-            MqttSession(stream, cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id))
+            MqttSession(stream, cfg.device_id)
             print("DONE")
         except Exception as e:
             print("ERROR", type(e).__name__, str(e))
@@ -116,15 +118,18 @@ def test_expired_device_certificate_is_refused_by_the_hub(hub, provision_device,
     """The hub's own check, with the device's check bypassed (the lower layers used directly)."""
     dev = provision_device("dev-expired2", hub, identity=_expired_identity("dev-expired2"))
     run = run_device(dev.image_path, """
+        import time
         from aziot import certs, config, protocol, tlsconf
         from aziot.mqtt import MqttSession
         from aziot.transport import open_socket
         cfg = config.load()
         ctx = tlsconf.make_context("rsa", certs.root_files(cfg.roots), certs.read_der(cfg.cert, "c"),
                                    certs.read_der(cfg.key, "k"))
-        stream = tlsconf.handshake(open_socket(cfg.dial_address, cfg.port, 10), ctx, cfg.hub_host, "hub")
+        login = protocol.connect_packet(cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id), None, 60, False)
+        stream = tlsconf.handshake(open_socket(cfg.dial_address, cfg.port, 10), ctx, cfg.hub_host, "hub", login,
+                                   time.ticks_add(time.ticks_ms(), 10000))
         try:
-            MqttSession(stream, cfg.device_id, protocol.username(cfg.hub_host, cfg.device_id))
+            MqttSession(stream, cfg.device_id)
             print("DONE")
         except Exception as e:
             print("ERROR", type(e).__name__, str(e))

@@ -1,5 +1,6 @@
 """A hub that is not there, or says nothing: bounded waits and errors that say which."""
 
+import os
 import socket
 import threading
 import time
@@ -44,14 +45,17 @@ def test_silent_server_times_out_the_handshake(provision_device, run_device):
             conn.close()
         listener.close()
     assert out == ("ERROR TlsError TLS handshake with emulated-hub.azure-devices.net (127.0.0.1:%d) "
-                   "with profile 'ecc' failed: timed out" % dev.config["port"])
+                   "with profile 'ecc' did not finish within the timeout (the peer is too slow or trickles its bytes)"
+                   % dev.config["port"])
     assert elapsed < 20  # bounded by the 2 s timeout, not hung
 
 
 def test_runs_in_a_board_sized_heap(any_hub, provision_device, run_device):
-    """144 KB of MicroPython heap, compiling the library from source on the way (64-bit Unix port,
-    mbedTLS outside the heap). A Pico W leaves an application 210 KB with mbedTLS inside it; the
-    README's "Heap" table has the board-faithful figures, frozen and .mpy need much less."""
+    """A board-sized MicroPython heap, compiling the library from source on the way. On the 64-bit
+    PyPI Unix port (mbedTLS outside the heap, pointers twice a board's) 208 KB: below 192 KB the
+    compile of the library fails at thresholds that move by tens of KB with small code changes.
+    A board-faithful build given as $MICROPYTHON runs in $MICROPYTHON_HEAP (210K for the Pico W one,
+    mbedTLS inside it); the README's "Heap" table has the smallest heaps measured by `make bench`."""
     hub = any_hub
     dev = provision_device("dev-small", hub)
     run = run_device(dev.image_path, """
@@ -64,7 +68,7 @@ def test_runs_in_a_board_sized_heap(any_hub, provision_device, run_device):
         hub.disconnect()
         gc.collect()
         print("DONE", gc.mem_alloc())
-    """, heap="144K")
+    """, heap=None if os.environ.get("MICROPYTHON") else "208K")  # $MICROPYTHON: $MICROPYTHON_HEAP
     assert run.returncode == 0, run.output
     assert run.stdout.startswith("DONE")
     assert len(hub.telemetry("dev-small")) == 50

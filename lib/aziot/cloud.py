@@ -19,6 +19,15 @@ from .messages import C2DMessage, error_body, load_json, method_response
 _MAX_HELD_C2D = 8  # C2D kept in RAM until on_c2d() is called (and max_message bytes); more stay with the hub
 
 
+def _parse_twin(status, version, payload):
+    if status != 200:
+        raise RequestFailed("twin GET", status)
+    twin = load_json(payload, "the twin")
+    if not isinstance(twin, dict):
+        raise ProtocolError("the twin is not a JSON object")
+    return twin
+
+
 class CloudHandlers:
     def _init_handlers(self):
         self._next_request_id = 1
@@ -31,6 +40,7 @@ class CloudHandlers:
         self._c2d_unheld = 0  # ... and how many more did not fit here
         self._redeliver = False  # C2D left unacknowledged for want of room: renew the link for it
         self._twin_retry_at = None  # ticks_ms when poll() retries a failed connect-time twin fetch
+        self._twin_pending = None  # (request id, deadline, window) of that retry, sent and not yet answered
         cfg = self.config
         self._twin_backoff = Backoff(cfg.reconnect_min_ms, cfg.reconnect_max_ms, cfg.throttle_ms)
         self.late_responses = 0  # twin responses that came after their request timed out
@@ -97,13 +107,12 @@ class CloudHandlers:
 
     def get_twin(self, timeout=None):
         """The full twin as {"desired": {...}, "reported": {...}}, each with "$version"."""
-        status, _, payload = self._twin_request(protocol.twin_get_topic, b"", "twin GET", timeout)
-        if status != 200:
-            raise RequestFailed("twin GET", status)
-        twin = load_json(payload, "the twin")
-        if not isinstance(twin, dict):
-            raise ProtocolError("the twin is not a JSON object")
-        return twin
+        return self._twin_within(self._window_ms(timeout))
+
+    def _twin_within(self, window_ms):
+        deadline = time.ticks_add(time.ticks_ms(), window_ms)
+        rid = self._send_twin_request(protocol.twin_get_topic, b"")
+        return _parse_twin(*self._await_twin_response(rid, "twin GET", deadline, window_ms))
 
     def report(self, patch, timeout=None):
         """Patch the reported properties (None deletes a key); returns the twin's new reported $version."""
@@ -117,21 +126,31 @@ class CloudHandlers:
 
     def _twin_request(self, topic_for, body, what, timeout):
         """Publish a twin request and wait for its response: (status, version, payload)."""
+        window_ms = self._window_ms(timeout)
+        deadline = time.ticks_add(time.ticks_ms(), window_ms)
+        return self._await_twin_response(self._send_twin_request(topic_for, body), what, deadline, window_ms)
+
+    def _window_ms(self, timeout):
+        return int((self.config.timeout if timeout is None else timeout) * 1000)
+
+    def _send_twin_request(self, topic_for, body):
+        """Returns the request id; the response is the acknowledgement (QoS 0)."""
         session = self._live()
         self._subscribe(protocol.TWIN_RESPONSE_SUBSCRIPTION)
         rid = str(self._next_request_id)
         self._next_request_id += 1
-        session.publish(topic_for(rid).encode(), body, 0)  # the response is the acknowledgement
-        timeout_ms = int((self.config.timeout if timeout is None else timeout) * 1000)
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        session.publish(topic_for(rid).encode(), body, 0)
+        return rid
+
+    def _await_twin_response(self, rid, what, deadline, window_ms):
         while True:
             response = self._take_twin_response(rid, what)
             if response is not None:
                 return response
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise RequestTimeout("no answer to the %s within %d ms" % (what, timeout_ms))
-            session.pump(left)
+                raise RequestTimeout("no answer to the %s within %d ms" % (what, window_ms))
+            self._live().pump(left)
 
     def _take_twin_response(self, rid, what):
         inbox = self._session.inbox
@@ -148,14 +167,20 @@ class CloudHandlers:
                 return status, version, msg.payload
         return None
 
-    def _sync_twin(self):
-        """The connect-time twin fetch: a failure is reported (last_error, on_link "twin") and
+    def _sync_twin(self, fetch):
+        """The twin catch-up after a connect: a failure is reported (last_error, on_link "twin") and
         retried from poll() with backoff, never raised, so a throttled (429) or slow twin GET,
         or a twin above max_message, does not cost the connection. Other exceptions from the
-        desired handler are the application's, and go to the caller."""
+        desired handler are the application's, and go to the caller. fetch() returns the twin,
+        or None while poll() still waits for it."""
         try:
-            self._catch_up_desired(self.get_twin())  # a handler's own hub errors (report(): 429) retry too
+            twin = fetch()
+            if twin is None:
+                return
+            self._twin_pending = None
+            self._catch_up_desired(twin)  # a handler's own hub errors (report(): 429) retry too
         except (ConnectionLost, RequestTimeout, RequestFailed, MessageTooLarge, ProtocolError) as e:
+            self._twin_pending = None
             if not self._connected():  # the link broke under it: poll() reconnects
                 self._lost(e)
                 return
@@ -166,6 +191,23 @@ class CloudHandlers:
             return
         self._twin_retry_at = None
         self._twin_backoff.failures = 0
+
+    def _request_twin_sync(self):
+        """Send the twin GET now and take the answer in a later poll(), which so keeps its budget."""
+        self._twin_retry_at = None
+        window_ms = self._window_ms(None)
+        deadline = time.ticks_add(time.ticks_ms(), window_ms)
+        self._twin_pending = (self._send_twin_request(protocol.twin_get_topic, b""), deadline, window_ms)
+        return None  # for _sync_twin(): the answer comes later
+
+    def _pending_twin(self):
+        rid, deadline, window_ms = self._twin_pending
+        response = self._take_twin_response(rid, "twin GET")
+        if response is not None:
+            return _parse_twin(*response)
+        if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+            raise RequestTimeout("no answer to the twin GET within %d ms" % window_ms)
+        return None
 
     def _twin_sync_due(self):
         return self._twin_retry_at is not None and time.ticks_diff(time.ticks_ms(), self._twin_retry_at) >= 0

@@ -139,21 +139,28 @@ class HubClient(CloudHandlers):
             self._session.close()
             self._session = None
         asked = tlsconf.set_max_fragment_length(cfg.max_fragment_length, cert_message)
-        stream, sock = self._handshake(cert_der, key_der, asked)
-        self._session = MqttSession(stream, protocol.client_id(cfg.device_id, cfg.module_id), self._username(),
-                                    password, cfg.keepalive, max_message=cfg.max_message, raw_sock=sock,
-                                    timeout=cfg.timeout)
+        # One deadline for the whole attempt: TCP, every TLS offer, CONNACK, SUBACKs and the twin fetch.
+        deadline = time.ticks_add(time.ticks_ms(), cfg.timeout * 1000)
+        client_id = protocol.client_id(cfg.device_id, cfg.module_id)
+        login = protocol.connect_packet(client_id, self._username(), password, cfg.keepalive, False)
+        stream, sock = self._handshake(cert_der, key_der, asked, login, deadline)
+        self._session = MqttSession(stream, client_id, cfg.keepalive, max_message=cfg.max_message,
+                                    raw_sock=sock, timeout=cfg.timeout, deadline=deadline)
         self._subscribed = []
         self._held_c2d = []  # packet ids belong to the old session: the hub redelivers those
         self._c2d_unheld = 0
         self._redeliver = False
+        self._twin_pending = None  # a request of the old session: the new one fetches the twin afresh
         try:
             for topic, qos in self._subscriptions():
                 self._subscribe(topic, qos)
+            self._session.end_of_connect()  # the queue is work, not waiting: each PUBACK has its own timeout
             self._connected_at = time.ticks_ms()
             self._send_queued()  # what waited offline goes first
             if self._desired_handler is not None and self._connected():
-                self._sync_twin()
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                # What is left of the deadline; none left (a long queue): poll() takes the answer.
+                self._sync_twin((lambda: self._twin_within(left)) if left > 0 else self._request_twin_sync)
         except BaseException:  # a failed connect() (a desired handler that raised, too) leaves no session
             self._session.close()
             raise
@@ -162,8 +169,8 @@ class HubClient(CloudHandlers):
             self._event("connected", self._session.session_present)
         return self._session.session_present
 
-    def _handshake(self, cert_der, key_der, mfl_asked):
-        """TLS to the hub with the profile's offers in order; returns (TLS stream, TCP socket)."""
+    def _handshake(self, cert_der, key_der, mfl_asked, login, deadline):
+        """TLS to the hub with the profile's offers in order, login (CONNECT) sent; returns (TLS stream, TCP socket)."""
         cfg = self.config
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = self.profiles.order(self._now())
@@ -175,10 +182,13 @@ class HubClient(CloudHandlers):
                 if last:
                     raise
                 continue  # a firmware without these suites (e.g. an ECC-only build): make the next offer
-            sock = open_socket(cfg.dial_address, cfg.port, cfg.timeout)
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise ConnectionLost("no connection to %s within the %d s timeout" % (where, cfg.timeout))
+            sock = open_socket(cfg.dial_address, cfg.port, left / 1000)
             named = where + " with profile '%s'" % profile
             try:
-                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, named)
+                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, named, login, deadline)
             except TlsError as e:
                 sock.close()
                 if e.code == tlsconf.ERR_FATAL_ALERT and not last:
@@ -344,9 +354,11 @@ class HubClient(CloudHandlers):
             if self.outbox.first() is not None:
                 self._send_queued()
             if self._twin_sync_due() and self._connected():
-                self._sync_twin()
+                self._sync_twin(self._request_twin_sync)
             if self._connected() and not session.inbox:
                 session.pump(timeout_ms, leave_when_full=True)
+            if self._twin_pending is not None and self._connected():
+                self._sync_twin(self._pending_twin)
             handled = self._dispatch(session)
             if self._redeliver and self._connected() and not session.inbox:
                 self._redeliver = False

@@ -24,13 +24,8 @@ def _text(topic):
     return topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
 
 
-def _login(stream, client_id, username, password, keepalive, clean_session):
-    """CONNECT, then CONNACK; returns session-present or raises with the hub's reason."""
-    try:
-        stream.write(protocol.connect_packet(client_id, username, password, keepalive, clean_session))
-        stream.flush()
-    except OSError as e:
-        raise ConnectionLost("connection lost while sending CONNECT: %s" % oserror_text(e))
+def _await_connack(stream):
+    """CONNACK to the CONNECT sent with the handshake; returns session-present or raises with the hub's reason."""
     session_present, code = protocol.parse_connack(read_exact(stream, 4, "CONNACK"))
     if code:
         raise ConnectionRefused(code, protocol.CONNACK_MEANINGS.get(code, "unknown code"))
@@ -74,24 +69,19 @@ class _Client(MQTTClient):
         self.ping_sent = None
         self.cb = inbox.append  # subscribe() insists on a callback
         self.timeout_ms = (timeout_s or 15) * 1000
-        # An overall deadline for what is being waited for (a PUBACK, a SUBACK, the rest of a packet):
-        # each read has the socket's timeout, but a peer that trickles bytes or sends other packets
-        # (PINGRESP) meanwhile would otherwise hold the caller for ever.
-        self.deadline = None
-        self.waiting_for = None
+        # An overall deadline for what is being waited for (a PUBACK, a SUBACK, the rest of a packet),
+        # kept by the stream: each read has the socket's timeout, but a peer that trickles bytes or
+        # sends other packets (PINGRESP) meanwhile would otherwise hold the caller for ever.
+        self.until = None  # ticks_ms no wait may pass (connect() sets it for its own duration)
 
     def _expect_by(self, what):
-        if self.deadline is None:
-            self.deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-            self.waiting_for = what
-
-    def _check_deadline(self):
-        if self.deadline is not None and time.ticks_diff(time.ticks_ms(), self.deadline) > 0:
-            raise ConnectionLost("no %s within %d s: the hub sent other packets or trickled bytes meanwhile"
-                                 % (self.waiting_for, self.timeout_ms // 1000))
+        if self.sock.deadline is None:
+            deadline = time.ticks_add(time.ticks_ms(), self.timeout_ms)
+            if self.until is not None and time.ticks_diff(self.until, deadline) < 0:
+                deadline = self.until
+            self.sock.expect_by(deadline, what)
 
     def _read(self, n, what):
-        self._check_deadline()
         return read_exact(self.sock, n, what)
 
     def _remaining_length(self):
@@ -104,13 +94,12 @@ class _Client(MQTTClient):
         raise ProtocolError("MQTT remaining length longer than 4 bytes")
 
     def wait_msg(self):
-        self._check_deadline()
-        own = self.deadline is None  # not inside publish()/subscribe(): a deadline for this packet only
+        own = self.sock.deadline is None  # not inside publish()/subscribe(): a deadline for this packet only
         try:
             return self._wait_msg()
         finally:
             if own:
-                self.deadline = None
+                self.sock.expect_by(None, None)
 
     def _wait_msg(self):
         sock = self.sock
@@ -125,7 +114,8 @@ class _Client(MQTTClient):
         sock.setblocking(True)
         if first is None:
             if waiting:  # blocked for a PUBACK/SUBACK and the timeout passed: the link is dead
-                raise ConnectionLost("no answer from the hub within the timeout")
+                raise sock.overdue() if sock.deadline is not None else ConnectionLost(
+                    "no answer from the hub within the timeout")
             return None
         if not first:
             raise ConnectionLost("the hub closed the connection")
@@ -207,7 +197,7 @@ class _Client(MQTTClient):
         try:
             return super().publish(topic, msg, retain, qos)
         finally:
-            self.deadline = None
+            self.sock.expect_by(None, None)
 
     def subscribe(self, topic, qos=0):
         self._wrap_packet_id()
@@ -215,7 +205,7 @@ class _Client(MQTTClient):
         try:
             return super().subscribe(topic, qos)
         finally:
-            self.deadline = None
+            self.sock.expect_by(None, None)
 
     def puback(self, packet_id):
         self.sock.write(bytes((0x40, 2, packet_id >> 8, packet_id & 255)))
@@ -231,21 +221,30 @@ class MqttSession:
     ever runs inside a publish.
     """
 
-    def __init__(self, tls_sock, client_id, username, password=None, keepalive=60,
-                 clean_session=False, max_message=16384, raw_sock=None, timeout=None):
+    def __init__(self, tls_sock, client_id, keepalive=60, max_message=16384, raw_sock=None, timeout=None,
+                 deadline=None):
+        """tls_sock has carried the CONNECT (tlsconf.handshake sends it); the CONNACK is due by deadline."""
         stream = PacketStream(tls_sock, raw_sock, timeout)
-        try:
-            self.session_present = _login(stream, client_id, username, password, keepalive, clean_session)
-        except Exception:
-            _close_quietly(stream)  # a failed login must not leak the socket
-            raise
         self.inbox = []
         client = _Client(client_id, "", keepalive=keepalive)
         client.sock = stream
         client.setup(max_message, self.inbox, timeout)
+        client.until = deadline
+        client._expect_by("CONNACK")
+        try:
+            self.session_present = _await_connack(stream)
+        except Exception:
+            _close_quietly(stream)  # a failed login must not leak the socket
+            raise
+        finally:
+            stream.expect_by(None, None)
         self._client = client
         self.last_sent = time.ticks_ms()
         self.closed = False
+
+    def end_of_connect(self):
+        """connect() is over: from now on each wait has the timeout of its own."""
+        self._client.until = None
 
     @property
     def ping_sent(self):

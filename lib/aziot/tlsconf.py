@@ -11,6 +11,8 @@ A ClientHello offering both kinds gets the RSA certificate (hub rule), so
 ECC with an RSA fallback is two handshakes, chosen one level up (profiles).
 """
 
+import time
+
 import tls
 
 from .certs import read_der
@@ -146,10 +148,20 @@ def agreed_fragment_length(asked, where):
     return agreed
 
 
-def handshake(sock, ctx, server_hostname, where):
-    """Wrap a connected socket; `where` names the peer (and profile) in errors."""
+def handshake(sock, ctx, server_hostname, where, first, deadline):
+    """Wrap a connected socket and send `first` (the MQTT CONNECT) by `deadline` (ticks_ms).
+
+    mbedTLS's blocking handshake has only the socket's per-read timeout, so a
+    peer trickling a byte at a time could hold it for ever. Here the socket
+    is non-blocking and the handshake runs inside the first write, waiting
+    on poll() no longer than the deadline. On return the socket blocks again,
+    with what is left of the deadline as its timeout (for the CONNACK).
+    `where` names the peer (and profile) in errors.
+    """
+    sock.setblocking(False)
     try:
-        return ctx.wrap_socket(sock, server_hostname=server_hostname)
+        stream = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        _write_by(stream, first, deadline, where)
     except ValueError as e:
         # MicroPython reports certificate verification failures as ValueError
         # carrying mbedTLS's verify text (unknown root, name mismatch, expiry).
@@ -157,6 +169,26 @@ def handshake(sock, ctx, server_hostname, where):
     except OSError as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
         raise TlsError(describe_error(e, where), code)
+    sock.settimeout(max(time.ticks_diff(deadline, time.ticks_ms()), 1) / 1000)
+    return stream
+
+
+def _write_by(stream, data, deadline, where):
+    import select
+
+    poller = select.poll()
+    poller.register(stream, select.POLLOUT)  # the TLS socket turns it into what the handshake waits for
+    view = memoryview(data)
+    while view:
+        n = stream.write(view)  # None: the handshake (or the socket) would block
+        if n:
+            view = view[n:]
+            continue
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            raise TlsError("TLS handshake with %s did not finish within the timeout (the peer is too slow "
+                           "or trickles its bytes)" % where, _ETIMEDOUT)
+        poller.poll(left)
 
 
 def describe_error(err, where):
@@ -178,6 +210,7 @@ def describe_error(err, where):
 
 
 _ENOMEM = 12
+_ETIMEDOUT = 110
 
 
 def _free_heap():

@@ -6,6 +6,7 @@ compile from source in a board's heap.
 
 import select
 import socket
+import time
 
 from .errors import ConnectionLost, oserror_text
 
@@ -29,6 +30,18 @@ class PacketStream:
         self._poller = None
         self._buf = bytearray(self.LIMIT)
         self._len = 0
+        # ticks_ms by which the awaited packet must be in, and its name: while set, each blocking
+        # read waits no longer than what is left, so a peer trickling bytes cannot stretch the wait.
+        self.deadline = None
+        self.waiting_for = None
+        self._window_s = 0
+
+    def expect_by(self, deadline, what):
+        """Bound the reads from now on by deadline (None: by the socket timeout alone)."""
+        self.deadline = deadline
+        self.waiting_for = what
+        if deadline is not None:
+            self._window_s = (time.ticks_diff(deadline, time.ticks_ms()) + 500) // 1000
 
     def write(self, data, length=None):
         if isinstance(data, str):
@@ -44,6 +57,11 @@ class PacketStream:
         self._len += n
         return n
 
+    def overdue(self):
+        """The error for a deadline that passed while waiting."""
+        return ConnectionLost("no %s within %d s: the hub sent other packets or trickled bytes meanwhile"
+                              % (self.waiting_for, self._window_s))
+
     def flush(self):
         if self._len:
             self._sock.write(memoryview(self._buf)[:self._len])
@@ -51,6 +69,12 @@ class PacketStream:
 
     def read(self, n):
         self.flush()
+        if self.deadline is not None and self.blocking:
+            left = time.ticks_diff(self.deadline, time.ticks_ms())
+            if left <= 0:
+                raise self.overdue()
+            if self._raw is not None:
+                self._raw.settimeout(min(self._timeout or 600, left / 1000))
         return self._sock.read(n)
 
     def setblocking(self, flag):

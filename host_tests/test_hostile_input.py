@@ -439,3 +439,103 @@ def test_a_hub_that_never_answers_the_twin_cannot_hold_poll(hub_state, provision
     assert longest < 600 and lost == 0, run.output
     # The retries went out from poll() (a GET each, after its own timeout and a backoff delay).
     assert len(twin_gets) >= 3 and [l for l in lines if l.startswith("LINK twin")][1:], run.output
+
+
+def _tls_server_context(hub_state):
+    server = os.path.join(hub_state, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    return ctx
+
+
+def test_auto_gives_the_rsa_offer_its_own_timeout_after_the_ecdsa_refusal(hub_state, provision_device, run_device):
+    """A hub 1.1 s away (it answers each ClientHello after 1.1 s; this one has only an RSA chain, so it
+    refuses the ECDSA offer). Each offer fits the 2 s timeout alone; had both shared one deadline,
+    `auto` would never connect and never learn RSA. (Found by review.)"""
+    ctx = _tls_server_context(hub_state)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn):
+        try:
+            time.sleep(1.1)
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                _read_packet(tls)
+                tls.sendall(b"\x20\x02\x00\x00")
+                _read_packet(tls)  # DISCONNECT
+        except (OSError, IndexError):
+            pass  # the refused ECDSA offer
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        dev = provision_device("dev-slowauto", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="auto", timeout=2)
+        run = run_device(dev.image_path, """
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.connect()
+            print("CONNECTED", hub.tls_profile)
+            hub.disconnect()
+        """, timeout=30)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert run.stdout.strip() == "CONNECTED rsa", run.output
+
+
+def test_writes_after_a_late_puback_get_the_whole_timeout(hub_state, provision_device, run_device):
+    """The PUBACK comes 1.9 s into its 2 s window, then the peer stops reading for 3 s while the device
+    sends 24 messages of 250 KB: loopback's buffers fill (after about 14) and a write waits for room. Those writes
+    must have the whole timeout, not what was left of the PUBACK's window. (Found by review.)"""
+    ctx = _tls_server_context(hub_state)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def peer():
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(10)
+            try:
+                _read_packet(tls)
+                tls.sendall(b"\x20\x02\x00\x00")
+                _, body = _read_packet(tls)
+                time.sleep(1.9)
+                tls.sendall(b"\x40\x02" + body[2 + int.from_bytes(body[:2], "big"):][:2])
+                time.sleep(3)  # not reading
+                while _read_packet(tls)[0] != 0xE0:
+                    pass
+            except (OSError, IndexError):
+                pass
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        dev = provision_device("dev-latepuback", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=2, reconnect_min_ms=60000, reconnect_max_ms=60000)
+        run = run_device(dev.image_path, """
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.connect()
+            hub.send_telemetry(b"first")
+            big = b"x" * 250000
+            for k in range(24):
+                hub.send_telemetry(big, qos=0, message_id="b%d" % k)
+            print("SENT", hub.stats["sent"], hub.connected)
+            hub.disconnect()
+        """, timeout=60)
+    finally:
+        thread.join(30)
+        listener.close()
+    assert run.stdout.strip() == "SENT 25 True", run.output

@@ -214,7 +214,7 @@ class CloudHandlers:
 
     def _catch_up_desired(self, twin=None):
         """Hand the handler the desired state if it changed while we were not listening."""
-        desired = (twin or self.get_twin()).get("desired", {})
+        desired = (self.get_twin() if twin is None else twin).get("desired", {})
         if not isinstance(desired, dict):
             raise ProtocolError("the twin's desired properties are not a JSON object")
         version = desired.pop("$version", None)

@@ -75,6 +75,7 @@ class HubClient(CloudHandlers):
         self._reconnect = False  # becomes True with the first connect()
         self._next_attempt = 0  # ticks_ms of the next reconnect attempt
         self._connecting = False
+        self._queue_until = None  # ticks_ms: a reconnect inside poll() sends the queue only until then
         self._connected_at = 0
         self._renew_at = None  # clock seconds at which a SAS token is renewed
         # on_link(event, detail), for logs: ("lost", error), ("retry", (delay_ms, ceiling_ms)),
@@ -143,7 +144,7 @@ class HubClient(CloudHandlers):
         deadline = time.ticks_add(time.ticks_ms(), cfg.timeout * 1000)
         client_id = protocol.client_id(cfg.device_id, cfg.module_id)
         login = protocol.connect_packet(client_id, self._username(), password, cfg.keepalive, False)
-        stream, sock = self._handshake(cert_der, key_der, asked, login, deadline)
+        stream, sock, deadline = self._handshake(cert_der, key_der, asked, login, deadline)
         self._session = MqttSession(stream, client_id, cfg.keepalive, max_message=cfg.max_message,
                                     raw_sock=sock, timeout=cfg.timeout, deadline=deadline)
         self._subscribed = []
@@ -156,7 +157,7 @@ class HubClient(CloudHandlers):
                 self._subscribe(topic, qos)
             self._session.end_of_connect()  # the queue is work, not waiting: each PUBACK has its own timeout
             self._connected_at = time.ticks_ms()
-            self._send_queued()  # what waited offline goes first
+            self._send_queued(self._queue_until)  # what waited offline goes first
             if self._desired_handler is not None and self._connected():
                 left = time.ticks_diff(deadline, time.ticks_ms())
                 # What is left of the deadline; none left (a long queue): poll() takes the answer.
@@ -170,7 +171,9 @@ class HubClient(CloudHandlers):
         return self._session.session_present
 
     def _handshake(self, cert_der, key_der, mfl_asked, login, deadline):
-        """TLS to the hub with the profile's offers in order, login (CONNECT) sent; returns (TLS stream, TCP socket)."""
+        """TLS to the hub with the profile's offers in order, login (CONNECT) sent.
+
+        Returns (TLS stream, TCP socket, the deadline of the offer that was taken)."""
         cfg = self.config
         where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
         profiles = self.profiles.order(self._now())
@@ -194,6 +197,8 @@ class HubClient(CloudHandlers):
                 if e.code == tlsconf.ERR_FATAL_ALERT and not last:
                     ctx = None
                     gc.collect()  # the refused context's memory, before a board's heap fragments around it
+                    # The alert shows the hub alive and answering: the next offer gets a timeout of its own.
+                    deadline = time.ticks_add(time.ticks_ms(), cfg.timeout * 1000)
                     continue  # a standard hub refuses the ECDSA-only offer: make the next one
                 raise
             try:
@@ -205,7 +210,7 @@ class HubClient(CloudHandlers):
             self.tls_profile = profile
             if hasattr(stream, "cipher"):  # not on every firmware
                 self.tls_cipher, self.tls_version = stream.cipher()
-            return stream, sock
+            return stream, sock, deadline
 
     def _username(self):
         cfg = self.config
@@ -311,10 +316,15 @@ class HubClient(CloudHandlers):
             self.outbox.save()
         return message_id
 
-    def _send_queued(self):
-        """Publish the queue oldest first; on a broken link keep the rest and schedule a reconnect."""
+    def _send_queued(self, until=None):
+        """Publish the queue oldest first; on a broken link keep the rest and schedule a reconnect.
+
+        With until (ticks_ms), stop once it has passed, after one message at least: poll() keeps its
+        budget and sends the rest at its next calls."""
         sent = False
         while self.outbox.first() is not None and self._connected():
+            if sent and until is not None and time.ticks_diff(time.ticks_ms(), until) >= 0:
+                break
             mid, topic, payload = self.outbox.first()
             try:
                 self._session.publish(topic, payload, 1)
@@ -339,10 +349,16 @@ class HubClient(CloudHandlers):
         is not raised but ridden through (see stats, last_error).
         Before the first connect() it raises ConnectionLost.
         """
+        until = time.ticks_add(time.ticks_ms(), max(timeout_ms, 0))
         if not self._connected():
             if not self._reconnect:
                 raise ConnectionLost("not connected to the hub: call connect()")
-            if not self._try_reconnect() or not self._connected():  # (sending the queue may have broken it)
+            self._queue_until = until
+            try:
+                reconnected = self._try_reconnect()
+            finally:
+                self._queue_until = None
+            if not reconnected or not self._connected():  # (sending the queue may have broken it)
                 wait = time.ticks_diff(self._next_attempt, time.ticks_ms())
                 if 0 < timeout_ms and 0 < wait:
                     time.sleep_ms(min(wait, timeout_ms))
@@ -352,7 +368,7 @@ class HubClient(CloudHandlers):
             if self._keep_alive(session):
                 return 0  # renewed the SAS token: reconnects at the next poll(), right away
             if self.outbox.first() is not None:
-                self._send_queued()
+                self._send_queued(until)
             if self._twin_sync_due() and self._connected():
                 self._sync_twin(self._request_twin_sync)
             if self._connected() and not session.inbox:

@@ -318,8 +318,12 @@ class MqttSession:
         """
         client = self._client
         count = 0
+        start = time.ticks_ms()
         try:
+            # Each packet that has begun gets the whole timeout to finish; no new one starts after timeout_ms.
             while count < limit and client.sock.poll_readable(timeout_ms if count == 0 else 0):
+                if count and time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
+                    break
                 if leave_when_full and count and client.held_bytes() >= client.max_message:
                     break
                 op = client.check_msg()

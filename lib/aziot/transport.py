@@ -34,14 +34,16 @@ class PacketStream:
         # read waits no longer than what is left, so a peer trickling bytes cannot stretch the wait.
         self.deadline = None
         self.waiting_for = None
-        self._window_s = 0
 
     def expect_by(self, deadline, what):
         """Bound the reads from now on by deadline (None: by the socket timeout alone)."""
+        if deadline is None and self.deadline is not None and self._raw is not None and self._timeout:
+            try:
+                self._raw.settimeout(self._timeout)  # not what was left: later writes need the whole timeout
+            except OSError:
+                pass  # closed meanwhile (a refused login)
         self.deadline = deadline
         self.waiting_for = what
-        if deadline is not None:
-            self._window_s = (time.ticks_diff(deadline, time.ticks_ms()) + 500) // 1000
 
     def write(self, data, length=None):
         if isinstance(data, str):
@@ -60,7 +62,7 @@ class PacketStream:
     def overdue(self):
         """The error for a deadline that passed while waiting."""
         return ConnectionLost("no %s within %d s: the hub sent other packets or trickled bytes meanwhile"
-                              % (self.waiting_for, self._window_s))
+                              % (self.waiting_for, self._timeout or 15))
 
     def flush(self):
         if self._len:

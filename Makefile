@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 MPY_DIR     ?=
 BOARD       ?= RPI_PICO_W
 PORT        ?=
-DEB_PACKAGES = mosquitto openssl golang-go
+DEB_PACKAGES = mosquitto openssl golang-go valgrind
 
 BIN   = $(VENV)/bin
 STAMP = $(VENV)/.aziot-setup

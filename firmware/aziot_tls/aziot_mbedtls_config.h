@@ -95,6 +95,32 @@
 #define MBEDTLS_ECP_FIXED_POINT_OPTIM 0
 #endif
 
+// Elliptic-curve speed. MBEDTLS_ECP_NIST_OPTIM gives P-256 and P-384 their
+// fast reduction modulo the NIST primes; without it mbedTLS reduces with the
+// generic mbedtls_mpi_mod_mpi, 86 % of an ECC connect on a 32-bit build
+// (callgrind). The rp2 port's mbedTLS config and ESP-IDF (Kconfig
+// MBEDTLS_ECP_NIST_OPTIM, default y) turn it on, the unix port's does not:
+// on here for every build, so the board-faithful unix builds cost what a
+// board does. AZIOT_TLS_ECP_WINDOW / AZIOT_TLS_ECP_FIXED_POINT override
+// mbedTLS's MBEDTLS_ECP_WINDOW_SIZE (4) and MBEDTLS_ECP_FIXED_POINT_OPTIM (1),
+// to measure what they trade (heap during a point multiplication vs time).
+#ifndef AZIOT_TLS_NIST_OPTIM
+#define AZIOT_TLS_NIST_OPTIM (1)
+#endif
+#if AZIOT_TLS_NIST_OPTIM && !defined(MBEDTLS_ECP_NIST_OPTIM)
+#define MBEDTLS_ECP_NIST_OPTIM
+#elif !AZIOT_TLS_NIST_OPTIM
+#undef MBEDTLS_ECP_NIST_OPTIM
+#endif
+#ifdef AZIOT_TLS_ECP_WINDOW
+#undef MBEDTLS_ECP_WINDOW_SIZE
+#define MBEDTLS_ECP_WINDOW_SIZE AZIOT_TLS_ECP_WINDOW
+#endif
+#ifdef AZIOT_TLS_ECP_FIXED_POINT
+#undef MBEDTLS_ECP_FIXED_POINT_OPTIM
+#define MBEDTLS_ECP_FIXED_POINT_OPTIM AZIOT_TLS_ECP_FIXED_POINT
+#endif
+
 #ifndef AZIOT_TLS_COUNT_ALLOC
 #define AZIOT_TLS_COUNT_ALLOC (1)
 #endif

@@ -286,6 +286,40 @@ def measure_heap_floor() -> list:
     return rows
 
 
+def print_connect_cost() -> list:
+    """Instructions per connect (callgrind) for the stock port and each unix-mfl build present; the
+    rows also go to build/bench/connect-cost.json."""
+    import json
+
+    from . import cost, firmware, paths
+
+    if not cost.available():
+        print("instructions per connect: skipped, no valgrind (make setup installs it)")
+        return []
+    builds = [("stock Unix port (PyPI, 64-bit)", None, None)]
+    for name in ("micropython", "micropython-pico", "micropython-esp32"):
+        binary = firmware.unix_mfl_binary(name)
+        variant = next(v for v in firmware.unix_variants() if v["name"] == name)
+        if binary:
+            builds.append((name, binary, variant.get("heap")))
+    rows = cost.compare(builds)
+    out = os.path.join(paths.BUILD, "bench")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "connect-cost.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print()
+    print("instructions per connect (callgrind; TCP + TLS + CONNECT/CONNACK, the import-only run subtracted):")
+    print("| build | ecc (preview hub) M | rsa (standard hub) M | ecc/rsa | mbedTLS peak ecc / rsa B |")
+    print("|---|---|---|---|---|")
+    for name, _, _ in builds:
+        ecc, rsa = (next(r for r in rows if r["build"] == name and r["profile"] == p) for p in ("ecc", "rsa"))
+        print("| %s | %.1f | %.1f | %.2f | %s / %s |" % (name, ecc["connect"] / 1e6, rsa["connect"] / 1e6,
+                                                        ecc["connect"] / rsa["connect"],
+                                                        ecc["mbedtls_peak"] or "-", rsa["mbedtls_peak"] or "-"))
+    print()
+    return rows
+
+
 def main(args) -> int:
     device.prepare_unix_lib()
     rows = [measure(mode, profile, args.runs, args.messages, args.size)
@@ -300,6 +334,7 @@ def main(args) -> int:
         print("| %s | %s | %s | %.1f | %.1f | %d | %d | %d | %.0f |" % (
             r["hub"], r["profile"], r["cipher"], r["connect_ms_median"], r["hub_handshake_ms_median"],
             r["bytes_device_to_hub"], r["bytes_hub_to_device"], r["gc_heap_per_connection"], r["msgs_per_s"]))
+    print_connect_cost()
     s = measure_surface(args.runs * 2)
     print()
     print("cloud to device, standard hub (rsa profile), median of %d calls each:" % (args.runs * 2))

@@ -102,6 +102,7 @@ def build_unix_mfl(mpy_dir: str, jobs: int = 2) -> list:
             board_like, cflags = ["LDFLAGS_EXTRA=-m32", "MICROPY_PY_FFI=0"], ["-m32"]
         if v.get("gc_heap"):  # m_tracked_calloc, which the unix port compiles only along with ffi
             cflags.append("-DMICROPY_TRACKED_ALLOC=1")
+        cflags += ["-D%s=%s" % item for item in sorted(v.get("defines", {}).items())]  # e.g. AZIOT_TLS_ECP_WINDOW
         if cflags:
             board_like.append("CFLAGS_EXTRA=" + " ".join(cflags))
         if v.get("frozen"):

@@ -194,6 +194,15 @@ def test_emulator_survives_plain_bytes_where_tls_belongs(hub, provision_device, 
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == "DONE"
 
 
+def _tls_server_context(hub_state):
+    """A TLS 1.2 server context with the emulator's RSA chain, for hand-written hostile peers."""
+    server = os.path.join(hub_state, "server")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    return ctx
+
+
 def _read_packet(sock):
     """One MQTT packet from a blocking socket: (first byte, body)."""
     first = sock.recv(1)[0]
@@ -213,10 +222,7 @@ def _read_packet(sock):
 def test_a_refused_subscription_fails_connect_and_closes_the_socket(hub_state, provision_device, run_device):
     """A peer answering SUBACK 0x80 (as a broker may; the hub closes instead) fails connect(), and the
     device closes its socket: no half-open session that sends telemetry but hears no methods."""
-    server = os.path.join(hub_state, "server")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    ctx = _tls_server_context(hub_state)  # the emulator's RSA chain, as a hostile hub's
     listener = socket.create_server(("127.0.0.1", 0))
     seen = {}
 
@@ -290,10 +296,7 @@ def test_a_peer_that_withholds_puback_but_keeps_talking_cannot_hold_send_telemet
                                                                                    run_device):
     """PINGRESP every 200 ms and never a PUBACK, for 8 s: send_telemetry() gives up after `timeout` (2 s),
     queues the message and returns; before, each packet restarted the wait."""
-    server = os.path.join(hub_state, "server")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    ctx = _tls_server_context(hub_state)  # the emulator's RSA chain, as a hostile hub's
     listener = socket.create_server(("127.0.0.1", 0))
 
     def peer():
@@ -377,10 +380,7 @@ def test_a_hub_that_never_answers_the_twin_cannot_hold_poll(hub_state, provision
     left of its timeout (2 s) and returns; poll(100) then retries with backoff without waiting inside:
     the request goes out and a later poll() takes the answer or the timeout. Before, each retry held
     poll() for the whole timeout."""
-    server = os.path.join(hub_state, "server")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
+    ctx = _tls_server_context(hub_state)  # the emulator's RSA chain, as a hostile hub's
     listener = socket.create_server(("127.0.0.1", 0))
     twin_gets = []
 
@@ -439,14 +439,6 @@ def test_a_hub_that_never_answers_the_twin_cannot_hold_poll(hub_state, provision
     assert longest < 600 and lost == 0, run.output
     # The retries went out from poll() (a GET each, after its own timeout and a backoff delay).
     assert len(twin_gets) >= 3 and [l for l in lines if l.startswith("LINK twin")][1:], run.output
-
-
-def _tls_server_context(hub_state):
-    server = os.path.join(hub_state, "server")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.path.join(server, "rsa-chain.pem"), os.path.join(server, "rsa-key.pem"))
-    return ctx
 
 
 def test_auto_gives_the_rsa_offer_its_own_timeout_after_the_ecdsa_refusal(hub_state, provision_device, run_device):

@@ -45,7 +45,7 @@ def test_method_call_to_an_offline_device_is_404_as_the_hub_answers(hub, provisi
 
 def test_an_8_kb_method_payload_works_and_an_oversize_one_is_refused_whole(hub, provision_device, live_device):
     dev = provision_device("dev-big", hub, max_message=12000)
-    device = start_surface(live_device, dev, heap="208K")  # Pico W-sized (64-bit: qstr pools grow in steps); README "Heap"
+    device = start_surface(live_device, dev, heap="208K")  # Pico W-sized; README "Heap"
     big = "x" * 8192
     result = hub.invoke_method("dev-big", "size", big, timeout=10)
     assert (result.status, result.payload) == (200, {"bytes": 8194}), device.output  # JSON string: 8192 + quotes

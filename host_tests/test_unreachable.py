@@ -51,11 +51,11 @@ def test_silent_server_times_out_the_handshake(provision_device, run_device):
 
 
 def test_runs_in_a_board_sized_heap(any_hub, provision_device, run_device):
-    """A board-sized MicroPython heap, compiling the library from source on the way. On the 64-bit
-    PyPI Unix port (mbedTLS outside the heap, pointers twice a board's) 208 KB: below 192 KB the
-    compile of the library fails at thresholds that move by tens of KB with small code changes.
-    A board-faithful build given as $MICROPYTHON runs in $MICROPYTHON_HEAP (210K for the Pico W one,
-    mbedTLS inside it); the README's "Heap" table has the smallest heaps measured by `make bench`."""
+    """A Pico W-sized MicroPython heap with the library as `aziot install` puts it on a board (.mpy;
+    conftest's board_heap_lib says why not .py here). The 64-bit PyPI Unix port keeps mbedTLS
+    outside the heap and has pointers twice a board's. A board-faithful build given as
+    $MICROPYTHON runs in $MICROPYTHON_HEAP (210K for the Pico W one, mbedTLS inside it); the
+    README's "Heap" table has the smallest heaps measured by `make bench`."""
     hub = any_hub
     dev = provision_device("dev-small", hub)
     run = run_device(dev.image_path, """

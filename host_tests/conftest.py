@@ -38,14 +38,14 @@ def unix_lib(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def board_heap_lib(tmp_path_factory, unix_lib):
+def board_heap_lib(tmp_path_factory):
     """The library for a run in a board-sized heap: .mpy when the default form is sources. Compiling
     the .py library inside a small heap of the 64-bit Unix port fails or passes at thresholds that
     move with the length of file paths (a run passed at 160 KB and failed at 176 KB; another checkout
     failed at 160 KB); `aziot install` puts .mpy on a board, and the README's "Heap" table measures
-    the .py form on the 32-bit builds."""
+    the .py form on the 32-bit builds. None: unix_lib's form is used."""
     if _library_form() != "py":
-        return unix_lib
+        return None
     from aziot_tools import install
 
     out = str(tmp_path_factory.mktemp("boardlib"))
@@ -119,14 +119,14 @@ def provision_device(hub_state, tmp_path):
 @pytest.fixture
 def run_device(tmp_path, unix_lib, board_heap_lib):
     """run_device(image, code, *args) runs `code` as the device app; returns DeviceRun. With heap=,
-    the library is board_heap_lib's."""
+    the library is board_heap_lib's (.mpy) unless AZIOT_DEVICE_LIB chose mpy or frozen."""
     counter = iter(range(1000))
 
     def run(image, code, *args, timeout=60, heap=None):
         app = tmp_path / ("app%d.py" % next(counter))
         app.write_text(textwrap.dedent(code))
         return device.run(image, str(app), *args, timeout=timeout, heap=heap,
-                          lib_dir=board_heap_lib if heap else unix_lib)
+                          lib_dir=board_heap_lib if heap and board_heap_lib else unix_lib)
 
     return run
 
@@ -149,14 +149,15 @@ def mpy(tmp_path, unix_lib):
 @pytest.fixture
 def live_device(tmp_path, unix_lib, board_heap_lib):
     """live_device(image, code) starts `code` as the device app in the background; stopped after the
-    test. With heap=, the library is board_heap_lib's."""
+    test. With heap=, the library is as in run_device."""
     started = []
     counter = iter(range(1000))
 
     def start(image, code, *args, heap=None):
         app = tmp_path / ("live%d.py" % next(counter))
         app.write_text(textwrap.dedent(code))
-        dev = device.LiveDevice(image, str(app), *args, heap=heap, lib_dir=board_heap_lib if heap else unix_lib)
+        dev = device.LiveDevice(image, str(app), *args, heap=heap,
+                                lib_dir=board_heap_lib if heap and board_heap_lib else unix_lib)
         started.append(dev)
         return dev
 

@@ -375,6 +375,57 @@ def test_a_trickled_handshake_cannot_hold_connect_or_poll(hub, provision_device,
     assert int(longest) < 3500 and int(failures) >= 2 and last == "TlsError", run.output
 
 
+def test_a_flood_of_tls_warning_alerts_cannot_hold_connect(provision_device, run_device):
+    """A plain TCP peer (no certificate needed) answers the ClientHello with warning alerts and never
+    pauses. mbedTLS skips each one and reads the next record inside the same call (after a warning
+    "the connection can continue normally", RFC 5246 section 7.2), so only the stream it reads from
+    can look at the clock. Before, connect() stayed in the handshake for as long as the flood lasted (15 s here)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    flooded = []
+
+    def peer():
+        listener.settimeout(20)
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            conn.recv(65536)  # the ClientHello
+            chunk = b"\x15\x03\x03\x00\x02\x01\x5a" * 10000  # alert records: warning, user_canceled
+            t0 = time.monotonic()
+            try:
+                while time.monotonic() - t0 < 15:
+                    conn.sendall(chunk)
+            except OSError:
+                pass  # the device hung up
+            flooded.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        dev = provision_device("dev-alerts", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=2, reconnect_min_ms=60000, reconnect_max_ms=60000)
+        run = run_device(dev.image_path, """
+            import time
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            t0 = time.ticks_ms()
+            try:
+                hub.connect()
+                print("CONNECTED")
+            except Exception as e:
+                print("CONNECT", time.ticks_diff(time.ticks_ms(), t0), type(e).__name__, e)
+        """, timeout=40)
+    finally:
+        thread.join(25)
+        listener.close()
+    took, error = run.stdout.split()[1:3]
+    assert error == "TlsError" and int(took) < 3500, run.output
+    assert run.stdout.strip().endswith("did not finish within the timeout (the peer is too slow or trickles its bytes)")
+    assert flooded and flooded[0] < 10, flooded  # the device hung up; the flood did not run out
+
+
 def test_a_hub_that_never_answers_the_twin_cannot_hold_poll(hub_state, provision_device, run_device):
     """The hub grants the subscriptions and then ignores every twin GET. connect() gives the fetch what is
     left of its timeout (2 s) and returns; poll(100) then retries with backoff without waiting inside:

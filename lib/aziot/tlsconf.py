@@ -11,6 +11,8 @@ A ClientHello offering both kinds gets the RSA certificate (hub rule), so
 ECC with an RSA fallback is two handshakes, chosen one level up (profiles).
 """
 
+import io
+import select
 import time
 
 import tls
@@ -148,19 +150,66 @@ def agreed_fragment_length(asked, where):
     return agreed
 
 
+class DeadlineSocket(io.IOBase):
+    """The TCP socket as mbedTLS reads it, refusing to read once `until` (ticks_ms) has passed.
+
+    mbedTLS skips a warning alert and reads the next record inside the same
+    call, so a peer that floods alerts (or any records) without a pause never
+    lets the caller look at the clock: only the stream mbedTLS reads from can
+    stop it. Errors go back to mbedTLS as negative errnos (the stream
+    protocol of io.IOBase), never as exceptions through its C frames.
+    """
+
+    def __init__(self, sock, until=None):
+        self.sock = sock
+        self.until = until
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN | select.POLLOUT)
+
+    def readinto(self, buf):
+        if self.until is not None and time.ticks_diff(self.until, time.ticks_ms()) <= 0:
+            return -_ETIMEDOUT
+        try:
+            return self.sock.readinto(buf)  # None: would block (non-blocking handshake)
+        except OSError as e:
+            return -_errno(e)
+
+    def write(self, buf):
+        try:
+            return self.sock.write(buf)
+        except OSError as e:
+            return -_errno(e)
+
+    def setblocking(self, flag):
+        self.sock.setblocking(flag)
+
+    def ioctl(self, request, arg):
+        if request == _MP_STREAM_POLL:
+            for _, events in self._poller.ipoll(0):
+                return events & (arg | select.POLLERR | select.POLLHUP)
+            return 0
+        if request == _MP_STREAM_CLOSE:
+            self._poller = None
+            self.sock.close()
+            return 0
+        return -_EINVAL
+
+
 def handshake(sock, ctx, server_hostname, where, first, deadline):
     """Wrap a connected socket and send `first` (the MQTT CONNECT) by `deadline` (ticks_ms).
 
     mbedTLS's blocking handshake has only the socket's per-read timeout, so a
     peer trickling a byte at a time could hold it for ever. Here the socket
     is non-blocking and the handshake runs inside the first write, waiting
-    on poll() no longer than the deadline. On return the socket blocks again,
-    with what is left of the deadline as its timeout (for the CONNACK).
-    `where` names the peer (and profile) in errors.
+    on poll() no longer than the deadline, and mbedTLS reads through a
+    DeadlineSocket, which fails its reads once the deadline has passed. On
+    return the socket blocks again, with what is left of the deadline as its
+    timeout (for the CONNACK). `where` names the peer (and profile) in errors.
     """
     sock.setblocking(False)
+    guarded = DeadlineSocket(sock, deadline)
     try:
-        stream = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+        stream = ctx.wrap_socket(guarded, server_hostname=server_hostname, do_handshake_on_connect=False)
         _write_by(stream, first, deadline, where)
     except ValueError as e:
         # MicroPython reports certificate verification failures as ValueError
@@ -168,14 +217,20 @@ def handshake(sock, ctx, server_hostname, where, first, deadline):
         raise TlsError("server certificate of %s rejected: %s" % (where, _text(e)))
     except OSError as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+        if code == _ETIMEDOUT:
+            raise _overdue(where)
         raise TlsError(describe_error(e, where), code)
+    guarded.until = None  # from here the session's own deadlines apply
     sock.settimeout(max(time.ticks_diff(deadline, time.ticks_ms()), 1) / 1000)
     return stream
 
 
-def _write_by(stream, data, deadline, where):
-    import select
+def _overdue(where):
+    return TlsError("TLS handshake with %s did not finish within the timeout (the peer is too slow "
+                    "or trickles its bytes)" % where, _ETIMEDOUT)
 
+
+def _write_by(stream, data, deadline, where):
     poller = select.poll()
     poller.register(stream, select.POLLOUT)  # the TLS socket turns it into what the handshake waits for
     view = memoryview(data)
@@ -186,8 +241,7 @@ def _write_by(stream, data, deadline, where):
             continue
         left = time.ticks_diff(deadline, time.ticks_ms())
         if left <= 0:
-            raise TlsError("TLS handshake with %s did not finish within the timeout (the peer is too slow "
-                           "or trickles its bytes)" % where, _ETIMEDOUT)
+            raise _overdue(where)
         poller.poll(left)
 
 
@@ -210,7 +264,15 @@ def describe_error(err, where):
 
 
 _ENOMEM = 12
+_EINVAL = 22
 _ETIMEDOUT = 110
+_MP_STREAM_POLL = 3  # MicroPython's stream ioctl requests (py/stream.h)
+_MP_STREAM_CLOSE = 4
+
+
+def _errno(err):
+    code = err.args[0] if err.args and isinstance(err.args[0], int) else 0
+    return code if 0 < code < 256 else 5  # EIO: mbedTLS reads a code below -256 as its own
 
 
 def _free_heap():

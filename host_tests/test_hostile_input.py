@@ -577,7 +577,7 @@ def test_writes_after_a_late_puback_get_the_whole_timeout(hub_state, provision_d
                 hub.send_telemetry(big, qos=0, message_id="b%d" % k)
             print("SENT", hub.stats["sent"], hub.connected)
             hub.disconnect()
-        """, timeout=60)
+        """, timeout=60, heap="2M")  # 250 KB payloads fill the socket buffers; more than a board's heap
     finally:
         thread.join(30)
         listener.close()

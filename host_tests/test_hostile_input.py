@@ -339,6 +339,70 @@ def test_a_peer_that_withholds_puback_but_keeps_talking_cannot_hold_send_telemet
     assert reason.endswith("no PUBACK within 2 s: the hub sent other packets or trickled bytes meanwhile")
 
 
+def test_poll_sends_the_queue_without_waiting_for_pubacks(hub_state, provision_device, run_device):
+    """A peer that accepts every login and never sends a PUBACK. poll(100) reconnects and sends the
+    queue, but waits inside for no PUBACK: one message is in flight while poll() returns, and the link
+    is dropped once its PUBACK is `timeout` (2 s) late. Nothing leaves the queue unacknowledged.
+    Before, a poll() that reconnected waited out two PUBACK windows (about 4 s)."""
+    ctx = _tls_server_context(hub_state)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    publishes = []
+
+    def serve(conn):
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(10)
+            try:
+                _read_packet(tls)
+                tls.sendall(b"\x20\x02\x00\x00")
+                while not stop.is_set():
+                    first, _ = _read_packet(tls)
+                    if first & 0xF0 == 0x30:
+                        publishes.append(first)
+            except (OSError, IndexError):
+                pass
+
+    def peer():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        dev = provision_device("dev-pipeline", address="127.0.0.1", port=listener.getsockname()[1],
+                               tls_profile="rsa", timeout=2, reconnect_min_ms=50, reconnect_max_ms=100)
+        run = run_device(dev.image_path, """
+            import time
+            from aziot.hub import HubClient
+            hub = HubClient.from_flash()
+            hub.connect()
+            for i in range(3):
+                hub.send_telemetry(b"x", message_id="m%d" % i)  # the first waits 2 s, then all are queued
+            longest, t1 = 0, time.ticks_ms()
+            while time.ticks_diff(time.ticks_ms(), t1) < 6000:
+                t = time.ticks_ms()
+                hub.poll(100)
+                longest = max(longest, time.ticks_diff(time.ticks_ms(), t))
+            print("POLL", longest, hub.stats["connects"], hub.stats["sent"], len(hub.outbox))
+            print(hub.last_error)
+        """, timeout=40)
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+    line, reason = run.stdout.splitlines()[:2]
+    longest, connects, sent, queued = map(int, line.split()[1:])
+    assert longest < 1500 and connects >= 3, run.output  # reconnected, and more than once
+    assert sent == 0 and queued == 3, run.output  # never acknowledged, so never taken from the queue
+    assert reason == "no PUBACK within 2 s", run.output
+    assert len(publishes) >= 3, publishes
+
+
 def test_a_trickled_handshake_cannot_hold_connect_or_poll(hub, provision_device, run_device):
     """An on-path trickle of 200 bytes/s each way (no certificate needed): the ClientHello passes within
     the 2 s socket timeout, then every read of the hub's 3.9 KB flight gets bytes well within it, so only

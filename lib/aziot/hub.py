@@ -76,6 +76,7 @@ class HubClient(CloudHandlers):
         self._next_attempt = 0  # ticks_ms of the next reconnect attempt
         self._connecting = False
         self._queue_until = None  # ticks_ms: a reconnect inside poll() sends the queue only until then
+        self._in_flight_item = None  # the queued message whose PUBACK poll() has yet to read
         self._connected_at = 0
         self._renew_at = None  # clock seconds at which a SAS token is renewed
         # on_link(event, detail), for logs: ("lost", error), ("retry", (delay_ms, ceiling_ms)),
@@ -152,6 +153,7 @@ class HubClient(CloudHandlers):
         self._c2d_unheld = 0
         self._redeliver = False
         self._twin_pending = None  # a request of the old session: the new one fetches the twin afresh
+        self._in_flight_item = None  # a message in flight on the old session is sent again
         try:
             for topic, qos in self._subscriptions():
                 self._subscribe(topic, qos)
@@ -319,23 +321,51 @@ class HubClient(CloudHandlers):
     def _send_queued(self, until=None):
         """Publish the queue oldest first; on a broken link keep the rest and schedule a reconnect.
 
-        With until (ticks_ms), stop once it has passed, after one message at least: poll() keeps its
-        budget and sends the rest at its next calls."""
-        sent = False
+        With until (ticks_ms: poll() and a reconnect inside it) nothing waits for a PUBACK: one
+        message is in flight while poll() reads on, and the next goes once its PUBACK has been read
+        and the budget allows. A message leaves the queue only with its PUBACK."""
+        session = self._session
+        changed = sent = False
         while self.outbox.first() is not None and self._connected():
-            if sent and until is not None and time.ticks_diff(time.ticks_ms(), until) >= 0:
-                break
-            mid, topic, payload = self.outbox.first()
             try:
-                self._session.publish(topic, payload, 1)
+                if session.in_flight is not None:
+                    if until is None:
+                        session.await_in_flight()
+                    elif not session.take_in_flight():
+                        if session.in_flight_overdue():
+                            session.close()
+                            raise ConnectionLost("no PUBACK within %d s" % self.config.timeout)
+                        break  # poll() reads its PUBACK
+                    session.in_flight = None
+                    changed = self._in_flight_done() or changed
+                    continue
+                if sent and until is not None and time.ticks_diff(time.ticks_ms(), until) >= 0:
+                    break
+                item = self.outbox.first()
+                if until is not None:
+                    session.publish_nowait(item[1], item[2])
+                    self._in_flight_item = item
+                    sent = True
+                    continue
+                session.publish(item[1], item[2], 1)
             except (ConnectionLost, ProtocolError) as e:  # the session is closed either way
                 self._lost(e)
                 break
             self.outbox.remove_first()
             self.stats["sent"] += 1
-            sent = True
-        if sent or not self._connected():
+            changed = True
+        if changed or not self._connected():
             self.outbox.save()
+
+    def _in_flight_done(self):
+        """Its PUBACK was read: the message in flight leaves the queue, unless an overflow dropped it
+        meanwhile (drop-oldest: then it is counted as dropped, though the hub has it)."""
+        item, self._in_flight_item = self._in_flight_item, None
+        if self.outbox.first() is item:
+            self.outbox.remove_first()
+            self.stats["sent"] += 1
+            return True
+        return False
 
     # --- keeping the link ------------------------------------------------------------
 
@@ -375,6 +405,8 @@ class HubClient(CloudHandlers):
                 session.pump(timeout_ms, leave_when_full=True)
             if self._twin_pending is not None and self._connected():
                 self._sync_twin(self._pending_twin)
+            if session.in_flight is not None and session.in_flight_acked and self._connected():
+                self._send_queued(until)  # its PUBACK came in: the next message goes now
             handled = self._dispatch(session)
             if self._redeliver and self._connected() and not session.inbox:
                 self._redeliver = False

@@ -199,6 +199,15 @@ class _Client(MQTTClient):
         finally:
             self.sock.expect_by(None, None)
 
+    def publish_nowait(self, topic, msg):
+        """A QoS 1 PUBLISH whose PUBACK a later read takes; returns its packet id."""
+        self._wrap_packet_id()
+        self.pid += 1
+        self.sock.write(protocol.publish_head(topic, len(msg), self.pid))
+        self.sock.write(msg)
+        self.sock.flush()
+        return self.pid
+
     def subscribe(self, topic, qos=0):
         self._wrap_packet_id()
         self._expect_by("SUBACK")
@@ -241,6 +250,11 @@ class MqttSession:
         self._client = client
         self.last_sent = time.ticks_ms()
         self.closed = False
+        # One QoS 1 PUBLISH may be in flight while the caller goes on (poll() sending the queue):
+        # its packet id, when it went out, and whether its PUBACK has been read.
+        self.in_flight = None
+        self.in_flight_sent = 0
+        self.in_flight_acked = False
 
     def end_of_connect(self):
         """connect() is over: from now on each wait has the timeout of its own."""
@@ -271,12 +285,54 @@ class MqttSession:
             raise ValueError("IoT Hub accepts QoS 0 or 1 only, not %r" % (qos,))
         doing = "publishing to %s" % _text(topic)
         self._check_open(doing)
+        if qos:
+            self.await_in_flight()  # umqtt.simple's PUBACK wait would read past another's PUBACK
         try:
             self._client.publish(topic, payload, qos=qos)
             self._client.sock.flush()  # QoS 0 reads nothing that would flush it
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
             raise self._failed(doing, e)
         self.last_sent = time.ticks_ms()
+
+    def publish_nowait(self, topic, payload):
+        """Send a QoS 1 PUBLISH and return: pump() reads its PUBACK (in_flight_acked)."""
+        doing = "publishing to %s" % _text(topic)
+        self._check_open(doing)
+        self.await_in_flight()
+        try:
+            self.in_flight = self._client.publish_nowait(topic, payload)
+        except (OSError, ProtocolError, ConnectionLost) as e:
+            raise self._failed(doing, e)
+        self.in_flight_acked = False
+        self.last_sent = self.in_flight_sent = time.ticks_ms()
+
+    def in_flight_overdue(self):
+        """True when the PUBACK of the message in flight is later than the timeout: the link is dead."""
+        return (self.in_flight is not None and not self.in_flight_acked
+                and time.ticks_diff(time.ticks_ms(), self.in_flight_sent) > self._client.timeout_ms)
+
+    def take_in_flight(self):
+        """True (and nothing in flight any more) once the PUBACK of the message in flight was read."""
+        if self.in_flight is None or not self.in_flight_acked:
+            return False
+        self.in_flight = None
+        return True
+
+    def await_in_flight(self):
+        """Block until the message in flight is acknowledged, within the timeout."""
+        if self.in_flight is None or self.in_flight_acked:
+            return
+        client = self._client
+        client._expect_by("PUBACK")
+        try:
+            while not self.in_flight_acked:
+                op = client.wait_msg()
+                if op is not None and op & 0xF0 in (0x40, 0x90):
+                    self._read_ack(op)
+        except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
+            raise self._failed("waiting for a PUBACK", e)
+        finally:
+            client.sock.expect_by(None, None)
 
     def subscribe(self, topic, qos=0):
         """Returns once the hub granted it; the hub answers 0x80 to a topic it does not serve."""
@@ -330,18 +386,20 @@ class MqttSession:
                 if op is None:
                     break  # readable, but no whole TLS record yet
                 count += 1
-                if op & 0xF0 in (0x40, 0x90):  # a late PUBACK/SUBACK nobody waits for
-                    self._skip_packet()
+                if op & 0xF0 in (0x40, 0x90):  # the PUBACK of the message in flight, or a late one
+                    self._read_ack(op)
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:
             raise self._failed("reading from the hub", e)
         return count
 
-    def _skip_packet(self):
+    def _read_ack(self, op):
         client = self._client
         n = client._remaining_length()
         if n > 4:
             raise ProtocolError("acknowledgement of %d bytes from the hub" % n)
-        client._read(n, "an acknowledgement")
+        body = client._read(n, "an acknowledgement")
+        if op & 0xF0 == 0x40 and n == 2 and (body[0] << 8 | body[1]) == self.in_flight:
+            self.in_flight_acked = True
 
     def disconnect(self):
         self.closed = True

@@ -161,6 +161,12 @@ def remaining_length(n):
             return bytes(out)
 
 
+def publish_head(topic, payload_len, packet_id):
+    """The bytes of a QoS 1 PUBLISH before its payload (MQTT 3.1.1 section 3.3)."""
+    return (b"\x32" + remaining_length(2 + len(topic) + 2 + payload_len) + bytes((len(topic) >> 8, len(topic) & 255))
+            + topic + bytes((packet_id >> 8, packet_id & 255)))
+
+
 def connect_packet(client_id, username, password=None, keepalive=60, clean_session=False):
     """MQTT 3.1.1 CONNECT; password None means no password (X.509)."""
     flags = 0x80 | (0x02 if clean_session else 0)

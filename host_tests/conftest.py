@@ -116,8 +116,13 @@ def provision_device(hub_state, tmp_path):
     return make
 
 
+def _lib_for(request, unix_lib, heap):
+    """unix_lib, or board_heap_lib for a run in a board-sized heap (compiled only when a test asks)."""
+    return (request.getfixturevalue("board_heap_lib") if heap else None) or unix_lib
+
+
 @pytest.fixture
-def run_device(tmp_path, unix_lib, board_heap_lib):
+def run_device(tmp_path, unix_lib, request):
     """run_device(image, code, *args) runs `code` as the device app; returns DeviceRun. With heap=,
     the library is board_heap_lib's (.mpy) unless AZIOT_DEVICE_LIB chose mpy or frozen."""
     counter = iter(range(1000))
@@ -126,7 +131,7 @@ def run_device(tmp_path, unix_lib, board_heap_lib):
         app = tmp_path / ("app%d.py" % next(counter))
         app.write_text(textwrap.dedent(code))
         return device.run(image, str(app), *args, timeout=timeout, heap=heap,
-                          lib_dir=board_heap_lib if heap and board_heap_lib else unix_lib)
+                          lib_dir=_lib_for(request, unix_lib, heap))
 
     return run
 
@@ -147,7 +152,7 @@ def mpy(tmp_path, unix_lib):
 
 
 @pytest.fixture
-def live_device(tmp_path, unix_lib, board_heap_lib):
+def live_device(tmp_path, unix_lib, request):
     """live_device(image, code) starts `code` as the device app in the background; stopped after the
     test. With heap=, the library is as in run_device."""
     started = []
@@ -157,7 +162,7 @@ def live_device(tmp_path, unix_lib, board_heap_lib):
         app = tmp_path / ("live%d.py" % next(counter))
         app.write_text(textwrap.dedent(code))
         dev = device.LiveDevice(image, str(app), *args, heap=heap,
-                                lib_dir=board_heap_lib if heap and board_heap_lib else unix_lib)
+                                lib_dir=_lib_for(request, unix_lib, heap))
         started.append(dev)
         return dev
 

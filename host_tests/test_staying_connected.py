@@ -128,3 +128,51 @@ def test_after_an_automatic_reconnect_the_device_catches_up_on_desired_changes(h
         device.expect("LINK connected")  # (printed after the catch-up, which runs inside connect)
         hub.invoke_method("dev-catchup", "stop", None, timeout=10)
         assert device.expect("DONE") == "DONE 2 1"
+
+
+# The link goes away unnoticed (the session is closed under the client), so these messages are queued;
+# poll() then reconnects and sends them one at a time, each PUBACK read by a later read.
+QUEUED_BY_A_BROKEN_LINK = """
+import time
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+hub.connect()
+hub._session.close()
+for i in range(4):
+    hub.send_telemetry(b"x", message_id="m%d" % i)
+"""
+
+
+def test_a_queue_sent_by_infrequent_polls_is_not_dropped_for_a_puback_left_unread(hub, provision_device,
+                                                                                   run_device):
+    """poll(0) every 1.3 s with timeout 1: each PUBACK waits in the socket longer than the timeout
+    before a poll reads it. That is not a late PUBACK: all four arrive once, on one link. (Before the
+    fix the second poll dropped the link each time and the first message went out again and again.)"""
+    dev = provision_device("dev-slowpoll", hub, timeout=1, reconnect_min_ms=50, reconnect_max_ms=100)
+    run = run_device(dev.image_path, QUEUED_BY_A_BROKEN_LINK + """
+for k in range(7):
+    hub.poll(0)
+    time.sleep_ms(1300)
+print("LEFT", len(hub.outbox), "LOST", hub.stats["links_lost"], "SENT", hub.stats["sent"])
+""", timeout=60)
+    assert run.stdout.split() == ["LEFT", "0", "LOST", "0", "SENT", "4"], run.output
+    assert [m.system_properties["$.mid"] for m in hub.telemetry("dev-slowpoll")] == ["m0", "m1", "m2", "m3"]
+
+
+def test_subscribing_while_a_message_is_in_flight_keeps_the_stream_in_step(hub, provision_device, run_device):
+    """on_method() and get_twin() subscribe; umqtt.simple's SUBACK wait would leave the in-flight
+    message's PUBACK half read (before: ProtocolError 'unexpected MQTT packet type 0')."""
+    dev = provision_device("dev-subflight", hub, timeout=2, reconnect_min_ms=50, reconnect_max_ms=100)
+    run = run_device(dev.image_path, QUEUED_BY_A_BROKEN_LINK + """
+hub.poll(0)
+print("IN FLIGHT", hub._session.in_flight is not None)
+hub.on_method("hello", lambda name, payload: 200)
+hub.poll(0)
+twin = hub.get_twin()
+end = time.ticks_add(time.ticks_ms(), 5000)
+while len(hub.outbox) and time.ticks_diff(end, time.ticks_ms()) > 0:
+    hub.poll(50)
+print("LEFT", len(hub.outbox), "LOST", hub.stats["links_lost"], "TWIN", sorted(twin))
+""", timeout=60)
+    assert run.stdout.splitlines() == ["IN FLIGHT True", "LEFT 0 LOST 0 TWIN ['desired', 'reported']"], run.output
+    assert [m.system_properties["$.mid"] for m in hub.telemetry("dev-subflight")] == ["m0", "m1", "m2", "m3"]

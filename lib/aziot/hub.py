@@ -244,6 +244,7 @@ class HubClient(CloudHandlers):
         """The link broke: close it and schedule a reconnect by the backoff schedule."""
         if self._session is not None:
             self._session.close()
+            self._settle_in_flight()
         self.stats["links_lost"] += 1
         self.last_error = err
         self._event("lost", err)
@@ -332,10 +333,7 @@ class HubClient(CloudHandlers):
                     if until is None:
                         session.await_in_flight()
                     elif not session.take_in_flight():
-                        if session.in_flight_overdue():
-                            session.close()
-                            raise ConnectionLost("no PUBACK within %d s" % self.config.timeout)
-                        break  # poll() reads its PUBACK
+                        break  # poll() reads its PUBACK (and judges whether it is late)
                     session.in_flight = None
                     changed = self._in_flight_done() or changed
                     continue
@@ -355,6 +353,12 @@ class HubClient(CloudHandlers):
             self.stats["sent"] += 1
             changed = True
         if changed or not self._connected():
+            self.outbox.save()
+
+    def _settle_in_flight(self):
+        """The link ends: a message in flight whose PUBACK was read leaves the queue; one without stays."""
+        if self._session.take_in_flight():
+            self._in_flight_done()
             self.outbox.save()
 
     def _in_flight_done(self):
@@ -405,8 +409,12 @@ class HubClient(CloudHandlers):
                 session.pump(timeout_ms, leave_when_full=True)
             if self._twin_pending is not None and self._connected():
                 self._sync_twin(self._pending_twin)
-            if session.in_flight is not None and session.in_flight_acked and self._connected():
-                self._send_queued(until)  # its PUBACK came in: the next message goes now
+            if session.in_flight is not None and self._connected():
+                if session.in_flight_acked:
+                    self._send_queued(until)  # its PUBACK came in: the next message goes now
+                elif session.in_flight_overdue():
+                    session.close()
+                    raise ConnectionLost("no PUBACK within %d s" % self.config.timeout)
             handled = self._dispatch(session)
             if self._redeliver and self._connected() and not session.inbox:
                 self._redeliver = False
@@ -450,6 +458,8 @@ class HubClient(CloudHandlers):
     def disconnect(self):
         """Close the link and stop reconnecting; queued telemetry stays queued (and on flash)."""
         self._reconnect = False
+        if self._session is not None:
+            self._settle_in_flight()
         self.outbox.save()
         if self._session is not None:
             self._session.disconnect()

@@ -307,9 +307,12 @@ class MqttSession:
         self.last_sent = self.in_flight_sent = time.ticks_ms()
 
     def in_flight_overdue(self):
-        """True when the PUBACK of the message in flight is later than the timeout: the link is dead."""
-        return (self.in_flight is not None and not self.in_flight_acked
-                and time.ticks_diff(time.ticks_ms(), self.in_flight_sent) > self._client.timeout_ms)
+        """True when the PUBACK of the message in flight is later than the timeout and nothing read is
+        left unread (it could be in there), or later than twice the timeout whatever else arrives."""
+        if self.in_flight is None or self.in_flight_acked:
+            return False
+        late = time.ticks_diff(time.ticks_ms(), self.in_flight_sent) - self._client.timeout_ms
+        return late > self._client.timeout_ms or (late > 0 and not self._client.sock.poll_readable(0))
 
     def take_in_flight(self):
         """True (and nothing in flight any more) once the PUBACK of the message in flight was read."""
@@ -319,11 +322,14 @@ class MqttSession:
         return True
 
     def await_in_flight(self):
-        """Block until the message in flight is acknowledged, within the timeout."""
+        """Block until the message in flight is acknowledged, `timeout` after it was sent at the latest."""
         if self.in_flight is None or self.in_flight_acked:
             return
+        self.pump(0)  # it may have come while nobody read: a deadline passed since is no verdict yet
+        if self.in_flight_acked:
+            return
         client = self._client
-        client._expect_by("PUBACK")
+        client.sock.expect_by(time.ticks_add(self.in_flight_sent, client.timeout_ms), "PUBACK")
         try:
             while not self.in_flight_acked:
                 op = client.wait_msg()
@@ -338,6 +344,7 @@ class MqttSession:
         """Returns once the hub granted it; the hub answers 0x80 to a topic it does not serve."""
         doing = "subscribing to %s" % _text(topic)
         self._check_open(doing)
+        self.await_in_flight()  # umqtt.simple's SUBACK wait would leave a PUBACK half read
         try:
             self._client.subscribe(topic, qos)
         except (OSError, AssertionError, IndexError, ProtocolError, ConnectionLost) as e:

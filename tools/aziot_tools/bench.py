@@ -287,11 +287,8 @@ def measure_heap_floor() -> list:
 
 
 def print_connect_cost() -> list:
-    """Instructions per connect (callgrind) for the stock port and each unix-mfl build present; the
-    rows also go to build/bench/connect-cost.json."""
-    import json
-
-    from . import cost, firmware, paths
+    """Instructions per connect (callgrind) for the stock port and each unix-mfl build present."""
+    from . import cost, firmware
 
     if not cost.available():
         print("instructions per connect: skipped, no valgrind (make setup installs it)")
@@ -303,10 +300,6 @@ def print_connect_cost() -> list:
         if binary:
             builds.append((name, binary, variant.get("heap")))
     rows = cost.compare(builds)
-    out = os.path.join(paths.BUILD, "bench")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "connect-cost.json"), "w") as f:
-        json.dump(rows, f, indent=1)
     print()
     print("instructions per connect (callgrind; TCP + TLS + CONNECT/CONNACK, the import-only run subtracted):")
     print("| build | ecc (preview hub) M | rsa (standard hub) M | ecc/rsa | mbedTLS peak ecc / rsa B |")
@@ -320,48 +313,111 @@ def print_connect_cost() -> list:
     return rows
 
 
-def main(args) -> int:
-    device.prepare_unix_lib()
-    rows = [measure(mode, profile, args.runs, args.messages, args.size)
-            for mode, profile in (("preview", "ecc"), ("standard", "rsa"))]
-    print("aziot bench: %d connections per profile, %d QoS 1 messages of %d bytes, MicroPython Unix port"
-          % (args.runs, args.messages, args.size))
-    header = ("hub", "profile", "cipher", "connect ms", "hub hs ms", "TLS hs bytes dev->hub", "hub->dev",
-              "gc heap B", "QoS1 msg/s")
+def library_sizes() -> list:
+    """Bytes of each library module as .py source and as .mpy (what `aziot install` copies)."""
+    from . import install
+
+    src = device.prepare_unix_lib()
+    out = tempfile.mkdtemp(prefix="aziot-mpy-")
+    install.compile_library(out)
+    rows = []
+    for package in ("aziot", "umqtt"):
+        for name in sorted(os.listdir(os.path.join(src, package))):
+            if name.endswith(".py"):
+                rows.append({"module": "%s/%s" % (package, name[:-3]),
+                             "py": os.path.getsize(os.path.join(src, package, name)),
+                             "mpy": os.path.getsize(os.path.join(out, package, name[:-3] + ".mpy"))})
+    return rows
+
+
+def measure_handshake_bytes() -> list:
+    """Handshake bytes each way through a loopback proxy (wire.py): each profile on the hub it is for,
+    auto on a standard hub, and each MFL on the Pico W-like build when it is present."""
+    from . import firmware, wire
+
+    pico = firmware.unix_mfl_binary("micropython-pico")
+    cases = [("standard", "rsa", 0, None), ("standard", "auto", 0, None), ("preview", "ecc", 0, None)]
+    if pico:
+        cases += [("preview", "ecc", mfl, pico) for mfl in (4096, 2048, 1024, 512)]
+        cases += [("standard", "rsa", 2048, pico)]
+    rows = []
+    state = tempfile.mkdtemp(prefix="aziot-wire-")
+    for mode in ("standard", "preview"):
+        with BackgroundHub(state, port=0, tls_mode=mode) as hub:
+            for case_mode, profile, mfl, binary in cases:
+                if case_mode == mode:
+                    row = wire.measure(hub, state, profile, mfl, binary)
+                    row["build"] = "micropython-pico" if binary else "stock"
+                    rows.append(row)
+    return rows
+
+
+def _table(title, header, rows):
+    print(title)
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for r in rows:
-        print("| %s | %s | %s | %.1f | %.1f | %d | %d | %d | %.0f |" % (
-            r["hub"], r["profile"], r["cipher"], r["connect_ms_median"], r["hub_handshake_ms_median"],
-            r["bytes_device_to_hub"], r["bytes_hub_to_device"], r["gc_heap_per_connection"], r["msgs_per_s"]))
-    print_connect_cost()
-    s = measure_surface(args.runs * 2)
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
     print()
-    print("cloud to device, standard hub (rsa profile), median of %d calls each:" % (args.runs * 2))
-    print("| method 64 B round trip ms | method 8 KB round trip ms | twin report ms (device) "
-          "| GC heap live in an 8 KB method handler B |")
-    print("|---|---|---|---|")
-    print("| %.2f | %.2f | %.2f | %d |" % (s["method_64B_ms"], s["method_8KB_ms"], s["report_ms"],
-                                            s["heap_held_8KB"]))
-    print()
-    rows = measure_tls_memory()
+
+
+def main(args) -> int:
+    """Every measurement, printed as Markdown tables; all of it in build/bench/bench.json, and the
+    chart in build/bench/bench.png."""
+    import json
+
+    from . import chart, paths, sdkbench
+
+    device.prepare_unix_lib()
+    bench = {}
+    rows = bench["connect"] = [measure(mode, profile, args.runs, args.messages, args.size)
+                               for mode, profile in (("preview", "ecc"), ("standard", "rsa"))]
+    _table("aziot bench: %d connections per profile, %d QoS 1 messages of %d bytes, MicroPython Unix port"
+           % (args.runs, args.messages, args.size),
+           ("hub", "profile", "cipher", "connect ms", "hub hs ms", "TLS hs bytes dev->hub", "hub->dev",
+            "gc heap B", "QoS1 msg/s"),
+           [(r["hub"], r["profile"], r["cipher"], "%.1f" % r["connect_ms_median"],
+             "%.1f" % r["hub_handshake_ms_median"], r["bytes_device_to_hub"], r["bytes_hub_to_device"],
+             r["gc_heap_per_connection"], "%.0f" % r["msgs_per_s"]) for r in rows])
+    bench["connect_cost"] = print_connect_cost()
+    rows = bench["handshake_bytes"] = measure_handshake_bytes()
+    _table("TLS handshake bytes, counted by a loopback proxy (records before the first application data):",
+           ("hub", "profile", "used", "build", "MFL asked", "MFL agreed", "device -> hub B", "hub -> device B"),
+           [(r["hub"], r["profile"], r["used"], r["build"], r["mfl"] or "off", r["mfl_agreed"] or "none",
+             r["device_to_hub"], r["hub_to_device"]) for r in rows])
+    rows = bench["telemetry_vs_sdk"] = sdkbench.measure(args.rounds, args.messages, args.size)
+    _table("QoS 1 telemetry beside the official SDK, same emulator (standard hub, X.509), %d alternating rounds "
+           "of %d messages of %d B:" % (args.rounds, args.messages, args.size),
+           ("client", "msgs/s (median)", "CPU µs per message (median)", "peak RSS KB"),
+           [(r["client"], "%.0f" % r["msgs_per_s"], "%.0f" % r["cpu_us_per_msg"],
+             "%d%s" % (r["peak_rss_kb"], "" if r["rss_native"] else " (CPython process)")) for r in rows])
+    rows = bench["library_size"] = library_sizes()
+    _table("library size (.mpy: mpy-cross, as `aziot install` copies it):", ("module", ".py B", ".mpy B"),
+           [(r["module"], r["py"], r["mpy"]) for r in rows]
+           + [("total", sum(r["py"] for r in rows), sum(r["mpy"] for r in rows))])
+    s = bench["surface"] = measure_surface(args.runs * 2)
+    _table("cloud to device, standard hub (rsa profile), median of %d calls each:" % (args.runs * 2),
+           ("method 64 B round trip ms", "method 8 KB round trip ms", "twin report ms (device)",
+            "GC heap live in an 8 KB method handler B"),
+           [("%.2f" % s["method_64B_ms"], "%.2f" % s["method_8KB_ms"], "%.2f" % s["report_ms"], s["heap_held_8KB"])])
+    rows = bench["tls_memory"] = measure_tls_memory()
     if not rows:
         print("mbedTLS heap per connection: skipped, no unix-mfl build (make unix-mfl MPY_DIR=...)")
-        return 0
-    heap_rows = measure_heap_floor()
-    if heap_rows:
-        print("smallest MicroPython heap for connect + telemetry + report + a 4 KB method (standard hub, "
-              "4 KB steps), board-faithful 32-bit builds:")
-        print("| build | library | smallest heap KB | board heap KB | gc.mem_free() after connect there B |")
-        print("|---|---|---|---|---|")
-        for name, form, heap_k, board_k, free in heap_rows:
-            print("| %s | %s | %s | %s | %s |" % (name, form, heap_k or "> 512", board_k or "-",
-                                                  free if free is not None else "-"))
-        print()
-    print("mbedTLS heap per connection (auto profile; connect, then 8 KB each way), unix-mfl builds:")
-    print("| hub | build | IN/OUT buffers | MFL asked | MFL agreed | after connect B | peak B |")
-    print("|---|---|---|---|---|---|---|")
-    for mode, name, in_len, out_len, mfl, agreed, after, peak in rows:
-        print("| %s | %s | %d/%d | %s | %s | %s | %s |" % (mode, name, in_len, out_len, mfl or "off", agreed,
-                                                           after, peak))
+    else:
+        heap_rows = bench["heap_floor"] = measure_heap_floor()
+        if heap_rows:
+            _table("smallest MicroPython heap for connect + telemetry + report + a 4 KB method (standard hub, "
+                   "4 KB steps), board-faithful 32-bit builds:",
+                   ("build", "library", "smallest heap KB", "board heap KB", "gc.mem_free() after connect there B"),
+                   [(name, form, heap_k or "> 512", board_k or "-", free if free is not None else "-")
+                    for name, form, heap_k, board_k, free in heap_rows])
+        _table("mbedTLS heap per connection (auto profile; connect, then 8 KB each way), unix-mfl builds:",
+               ("hub", "build", "IN/OUT buffers", "MFL asked", "MFL agreed", "after connect B", "peak B"),
+               [(mode, name, "%d/%d" % (in_len, out_len), mfl or "off", agreed, after, peak)
+                for mode, name, in_len, out_len, mfl, agreed, after, peak in rows])
+    out = os.path.join(paths.BUILD, "bench")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench.json"), "w") as f:
+        json.dump(bench, f, indent=1)
+    print("wrote %s and %s" % (os.path.join(out, "bench.json"), chart.draw(bench, os.path.join(out, "bench.png"))))
     return 0

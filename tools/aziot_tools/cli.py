@@ -369,12 +369,15 @@ def build_parser():
     p.set_defaults(func=cmd_firmware)
 
     p = sub.add_parser("bench", help="handshake cost and throughput (ECC vs RSA), method and twin round trips",
-                       description="Measure connect time, TLS handshake bytes, heap per connection "
-                                   "and QoS 1 throughput for the ecc and rsa profiles, then direct-method "
-                                   "and twin-report round trips.")
+                       description="Measure connect time, instructions per connect, TLS handshake bytes "
+                                   "(loopback proxy), heap per connection, QoS 1 throughput and CPU beside "
+                                   "the official SDK, library size, direct-method and twin-report round "
+                                   "trips; writes build/bench/bench.json and bench.png.")
     p.add_argument("--runs", type=int, default=10, help="connections per profile (default: %(default)s)")
     p.add_argument("--messages", type=int, default=200, help="QoS 1 messages timed (default: %(default)s)")
     p.add_argument("--size", type=int, default=128, help="payload bytes (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of the SDK comparison (default: %(default)s)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -150,6 +150,8 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stopped with the proxy: asyncio would log the cancellation as an error
         finally:
             self._tasks.discard(task)
 

@@ -251,3 +251,61 @@ def test_a_remembered_offer_this_firmware_cannot_make_falls_through_to_the_next(
     run = run_with(SMALLEST, dev.image_path, CONNECT_AND_SEND, unix_lib)
     assert outcome(run) == "DONE", run.output
     assert "CONNECTED ecc" in run.stdout
+
+
+# Connects to the hub at each port given, in turn, printing what the verified-signature memory holds.
+HOPPING_APP = """
+import sys
+import aziot_tls
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+for port in sys.argv[1:]:
+    hub.config.port = int(port)
+    try:
+        hub.connect()
+        hub.disconnect()
+        result = "CONNECTED"
+    except Exception as e:
+        result = "%s %s" % (type(e).__name__, str(e)[:120])
+    print(port, aziot_tls.verify_cache(), result)
+print("DONE")
+"""
+
+
+@needs_mfl_build
+def test_reconnects_take_the_chains_signatures_from_memory_and_any_other_chain_is_checked_whole(
+        start_hub, provision_device, unix_lib, tmp_path):
+    """Hub A twice (second time: both chain signatures from memory), hub B with another chain under
+    another trusted root (checked whole, remembered too), an impostor C whose root the device does
+    not trust, with the same host name (refused, nothing remembered), then A again (from memory)."""
+    from aziot_tools.hub.registry import Registry
+    from aziot_tools.hub.server import BackgroundHub
+
+    hub_a = start_hub("preview")
+    others, running = {}, []
+    for name in ("b", "c"):  # each state directory gets chains of its own
+        running.append(BackgroundHub(str(tmp_path / name), port=0, tls_mode="preview"))
+        others[name] = running[-1].__enter__()
+    try:
+        extra = {"/azure-iot/roots/other-%s.der" % kind: others["b"].identity.read("%s-root.der" % kind)
+                 for kind in ("ecc", "rsa")}
+        dev = provision_device("dev-remember", hub_a, tls_profile="ecc", extra_files=extra)
+        for name in ("b", "c"):
+            Registry(os.path.join(others[name].state_dir, "registry.json")).add_device(
+                "dev-remember", "x509_thumbprint", dev.identity.thumbprint_sha1)
+        ports = [hub_a.port, hub_a.port, others["b"].port, others["c"].port, hub_a.port]
+        run = run_with(BOARD, dev.image_path, HOPPING_APP, unix_lib, *map(str, ports))
+    finally:
+        for bg in running:
+            bg.__exit__(None, None, None)
+    lines = run.stdout.splitlines()
+    assert lines[-1] == "DONE", run.output
+    stats = [tuple(int(n) for n in line.split("(")[1].split(")")[0].split(",")) for line in lines[:-1]]
+    results = [line.split(") ", 1)[1] for line in lines[:-1]]
+    assert stats[:2] == [(2, 0, 2), (2, 2, 2)] and results[:3] == ["CONNECTED"] * 3, run.output
+    assert stats[2][:2] == (4, 2), run.output  # B: two signatures computed and kept (plus a failed try with A's root)
+    # C: refused. A signature that verified is kept whatever became of its chain (C's intermediate did
+    # sign C's leaf); the chain around it is checked on every connect, and C's root is not trusted.
+    assert results[3].startswith("TlsError server certificate of") and "rejected" in results[3], run.output
+    assert stats[3][1] == 2 and stats[3][2] > stats[2][2], run.output
+    assert stats[4][1] == 4 and results[4] == "CONNECTED", run.output  # A again: from memory

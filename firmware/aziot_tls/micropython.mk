@@ -10,7 +10,7 @@ AZIOT_TLS_DEFAULT_MFL ?= 0
 AZIOT_TLS_VARIABLE_BUFFERS ?= 1
 AZIOT_TLS_GC_HEAP ?= 0
 
-SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c
+SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c $(AZIOT_TLS_DIR)/verify_cache.c
 
 # CFLAGS_USERMOD reach every compile unit (mbedTLS and modtls_mbedtls.c too),
 # which the config header needs: it changes mbedtls_ssl_config's layout.
@@ -19,6 +19,8 @@ CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
 	-DAZIOT_TLS_ECC_ONLY=$(AZIOT_TLS_ECC_ONLY) -DAZIOT_TLS_DEFAULT_MFL=$(AZIOT_TLS_DEFAULT_MFL) \
 	-DAZIOT_TLS_VARIABLE_BUFFERS=$(AZIOT_TLS_VARIABLE_BUFFERS) -DAZIOT_TLS_GC_HEAP=$(AZIOT_TLS_GC_HEAP)
 
-# The hook: every mbedtls_ssl_config_defaults() call goes through aziot_tls first.
+# The hooks: every mbedtls_ssl_config_defaults() call goes through aziot_tls first; certificate
+# signature checks go through verify_cache.c.
 LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults \
-	-Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup
+	-Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup \
+	-Wl,--wrap=mbedtls_pk_verify_ext

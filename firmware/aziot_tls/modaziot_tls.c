@@ -36,6 +36,8 @@
 #include "mbedtls/ssl.h"
 #include "mbedtls/version.h"
 
+#include "verify_cache.h"
+
 // ESP-IDF builds mbedTLS from its sdkconfig instead (boards/ESP32_GENERIC/sdkconfig.aziot).
 #if !defined(AZIOT_MBEDTLS_CONFIG_H) && !defined(NO_QSTR) && !defined(ESP_PLATFORM)
 #error "aziot_tls needs the aziot mbedTLS config: build with MBEDTLS_CONFIG_FILE set to aziot_mbedtls_config.h"
@@ -339,6 +341,26 @@ static mp_obj_t aziot_tls_negotiated_max_fragment_length(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_negotiated_max_fragment_length_obj, aziot_tls_negotiated_max_fragment_length);
 
+// (entries, hits, misses) of the remembered certificate signatures (verify_cache.c).
+static mp_obj_t aziot_tls_verify_cache(void) {
+    size_t entries, hits, misses;
+    aziot_verify_cache_stats(&entries, &hits, &misses);
+    mp_obj_t stats[3] = {
+        mp_obj_new_int_from_uint(entries),
+        mp_obj_new_int_from_uint(hits),
+        mp_obj_new_int_from_uint(misses),
+    };
+    return mp_obj_new_tuple(3, stats);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_obj, aziot_tls_verify_cache);
+
+// Forget every remembered signature: the next connect verifies the whole chain again.
+static mp_obj_t aziot_tls_verify_cache_clear(void) {
+    aziot_verify_cache_clear();
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_clear_obj, aziot_tls_verify_cache_clear);
+
 static MP_DEFINE_STR_OBJ(aziot_tls_mbedtls_version_obj, MBEDTLS_VERSION_STRING);
 
 static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
@@ -350,6 +372,8 @@ static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_MBEDTLS_VERSION), MP_ROM_PTR(&aziot_tls_mbedtls_version_obj) },
     { MP_ROM_QSTR(MP_QSTR_heap), MP_ROM_PTR(&aziot_tls_heap_obj) },
     { MP_ROM_QSTR(MP_QSTR_reset_peak), MP_ROM_PTR(&aziot_tls_reset_peak_obj) },
+    { MP_ROM_QSTR(MP_QSTR_verify_cache), MP_ROM_PTR(&aziot_tls_verify_cache_obj) },
+    { MP_ROM_QSTR(MP_QSTR_verify_cache_clear), MP_ROM_PTR(&aziot_tls_verify_cache_clear_obj) },
 };
 static MP_DEFINE_CONST_DICT(aziot_tls_globals, aziot_tls_globals_table);
 

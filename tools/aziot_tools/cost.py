@@ -24,11 +24,12 @@ try:
 except ImportError:
     aziot_tls = None
 hub = HubClient.from_flash()
-if sys.argv[1] == "connect":
+for i in range({"import": 0, "connect": 1, "twice": 2}[sys.argv[1]]):
     if aziot_tls:
         aziot_tls.reset_peak()
     hub.connect()
-    print("CONNECTED", hub.tls_profile, hub.tls_cipher, aziot_tls.heap()[1] if aziot_tls else -1)
+    print("CONNECTED", hub.tls_profile, hub.tls_cipher, aziot_tls.heap()[1] if aziot_tls else -1,
+          aziot_tls.verify_cache()[1] if aziot_tls and hasattr(aziot_tls, "verify_cache") else -1)
     hub.disconnect()
 """
 
@@ -54,7 +55,11 @@ def _instructions(cmd: list, out_file: str) -> int:
 
 
 def connect_instructions(hub, profile: str, binary: str = None, heap: str = None, state: str = None) -> dict:
-    """Instructions of one connect to `hub` (a running BackgroundHub) with `profile`, import subtracted."""
+    """Instructions of a first connect to `hub` (a running BackgroundHub) with `profile`, and of a
+    second one in the same boot (remembered chain signatures, where the firmware has them), the
+    import-only run subtracted. The library runs as .mpy, as on a board."""
+    from . import install
+
     state = state or tempfile.mkdtemp(prefix="aziot-cost-")
     app = os.path.join(state, "connect_app.py")
     with open(app, "w") as f:
@@ -62,16 +67,18 @@ def connect_instructions(hub, profile: str, binary: str = None, heap: str = None
     device_id = "cost-%s-%s" % (profile, os.path.basename(binary or "micropython"))
     dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"), address="127.0.0.1",
                               port=hub.port, tls_profile=profile, timeout=_TIMEOUT_S, tls_probe_s=0)
+    lib = install.mpy_lib_dir()
     counts = {}
-    for what in ("import", "connect"):
-        cmd = device.command(dev.image_path, app, (what,), heap=heap, binary=binary)
+    for what in ("import", "connect", "twice"):
+        cmd = device.command(dev.image_path, app, (what,), heap=heap, lib_dir=lib, binary=binary)
         counts[what], out = _instructions(cmd, os.path.join(state, "callgrind.%s.out" % what))
-        if what == "connect" and "CONNECTED" not in out:
+        if out.count("CONNECTED") != {"import": 0, "connect": 1, "twice": 2}[what]:
             raise RuntimeError("the device did not connect:\n" + out)
-    _, cipher, peak = out.split("CONNECTED", 1)[1].split()[:3]
-    return {"profile": profile, "cipher": cipher, "import": counts["import"],
-            "connect": counts["connect"] - counts["import"],
-            "mbedtls_peak": int(peak) if int(peak) >= 0 else None}  # None: a firmware without aziot_tls
+    first, second = (line.split()[1:] for line in out.splitlines() if line.startswith("CONNECTED"))
+    return {"profile": profile, "cipher": first[1], "import": counts["import"],
+            "connect": counts["connect"] - counts["import"], "reconnect": counts["twice"] - counts["connect"],
+            "mbedtls_peak": int(first[2]) if int(first[2]) >= 0 else None,  # None: a firmware without aziot_tls
+            "cache_hits": int(second[3]) if int(second[3]) >= 0 else None}
 
 
 def compare(builds: list, state: str = None) -> list:

@@ -58,6 +58,13 @@ def compile_library(out_dir: str) -> dict:
     return files
 
 
+def mpy_lib_dir() -> str:
+    """build/unix-lib-mpy: the library as `aziot install` puts it on a board, for runs on this host."""
+    out = os.path.join(paths.BUILD, "unix-lib-mpy")
+    compile_library(out)
+    return out
+
+
 def plan(image: str, staging: str, library: bool = True) -> dict:
     """board path -> local file: the library (.mpy) and every file of the device's image."""
     files = compile_library(os.path.join(staging, "lib")) if library else {}

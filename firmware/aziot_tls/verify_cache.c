@@ -1,0 +1,147 @@
+// Memoised signature checks for certificate-path validation.
+//
+// Reconnecting to IoT Hub, a device verifies the same hub chain again: on a
+// preview hub two P-384 ECDSA signatures (root -> intermediate ->
+// leaf), the bulk of an ECC handshake's compute. A signature check is a
+// pure function of (public key, algorithm, hash of the signed data,
+// signature bytes), so this keeps, in RAM, the SHA-256 of those inputs for
+// the last few checks that succeeded, and answers a byte-identical check
+// from there. Everything else in path validation still runs on every
+// connect: the trust anchors from flash, names, validity dates against the
+// clock, basicConstraints and keyUsage; and the ServerKeyExchange signature,
+// the proof that the hub holds the leaf's key, covers this connect's client
+// random and goes through another function (mbedtls_pk_verify_restartable),
+// so it is never answered from here. The README ("Verified signatures,
+// remembered") has the argument in full.
+//
+// The hook: the firmware links with -Wl,--wrap=mbedtls_pk_verify_ext, which
+// mbedTLS's x509_crt.c calls for each certificate's signature.
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mbedtls/build_info.h"
+#include "mbedtls/ecp.h"
+#include "mbedtls/pk.h"
+#include "mbedtls/rsa.h"
+#include "mbedtls/sha256.h"
+
+#include "verify_cache.h"
+
+#ifndef AZIOT_TLS_VERIFY_CACHE
+#define AZIOT_TLS_VERIFY_CACHE 8  // entries of 32 bytes; a hub chain needs 2, a few hubs or chain rotations fit
+#endif
+
+#define DIGEST_LEN 32
+#define SLOTS (AZIOT_TLS_VERIFY_CACHE > 0 ? AZIOT_TLS_VERIFY_CACHE : 1)
+
+static unsigned char cache[SLOTS][DIGEST_LEN];
+static size_t cache_used;
+static size_t cache_next;  // round robin: the oldest entry goes first
+static size_t hits;
+static size_t misses;
+
+int __real_mbedtls_pk_verify_ext(mbedtls_pk_type_t type, const void *options, mbedtls_pk_context *ctx,
+    mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len, const unsigned char *sig, size_t sig_len);
+
+static void update_len(mbedtls_sha256_context *sha, size_t len) {
+    unsigned char be[4] = { (unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+                            (unsigned char)len };
+    mbedtls_sha256_update(sha, be, sizeof(be));
+}
+
+// Each field goes in with its length first, so no two different inputs hash the same bytes.
+static void update_field(mbedtls_sha256_context *sha, const unsigned char *data, size_t len) {
+    update_len(sha, len);
+    mbedtls_sha256_update(sha, data, len);
+}
+
+// The public key, as bytes; 0 when it cannot be written (then nothing is remembered).
+static int update_key(mbedtls_sha256_context *sha, mbedtls_pk_context *pk) {
+    mbedtls_pk_type_t kind = mbedtls_pk_get_type(pk);
+    update_len(sha, (size_t)kind);
+    #if defined(MBEDTLS_ECP_C) && !defined(MBEDTLS_PK_USE_PSA_EC_DATA)
+    if (kind == MBEDTLS_PK_ECKEY || kind == MBEDTLS_PK_ECDSA) {
+        const mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pk);
+        unsigned char point[2 * MBEDTLS_ECP_MAX_BYTES + 1];
+        size_t len = 0;
+        if (mbedtls_ecp_write_public_key(ec, MBEDTLS_ECP_PF_UNCOMPRESSED, &len, point, sizeof(point)) != 0) {
+            return 0;
+        }
+        update_len(sha, (size_t)mbedtls_ecp_keypair_get_group_id(ec));
+        update_field(sha, point, len);
+        return 1;
+    }
+    #endif
+    #if defined(MBEDTLS_RSA_C)
+    if (kind == MBEDTLS_PK_RSA) {
+        const mbedtls_rsa_context *rsa = mbedtls_pk_rsa(*pk);
+        unsigned char n[512], e[8];  // RSA-4096 at most; a larger key is checked every time
+        size_t len = mbedtls_rsa_get_len(rsa);
+        if (len > sizeof(n) || mbedtls_rsa_export_raw(rsa, n, len, NULL, 0, NULL, 0, NULL, 0, e, sizeof(e)) != 0) {
+            return 0;
+        }
+        update_field(sha, n, len);
+        update_field(sha, e, sizeof(e));
+        return 1;
+    }
+    #endif
+    return 0;
+}
+
+static int digest_of(unsigned char out[DIGEST_LEN], mbedtls_pk_type_t type, mbedtls_pk_context *pk,
+    mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len, const unsigned char *sig, size_t sig_len) {
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    int ok = mbedtls_sha256_starts(&sha, 0) == 0;
+    if (ok) {
+        update_len(&sha, (size_t)type);
+        update_len(&sha, (size_t)md_alg);
+        ok = update_key(&sha, pk);
+    }
+    if (ok) {
+        update_field(&sha, hash, hash_len);
+        update_field(&sha, sig, sig_len);
+        ok = mbedtls_sha256_finish(&sha, out) == 0;
+    }
+    mbedtls_sha256_free(&sha);
+    return ok;
+}
+
+int __wrap_mbedtls_pk_verify_ext(mbedtls_pk_type_t type, const void *options, mbedtls_pk_context *ctx,
+    mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len, const unsigned char *sig, size_t sig_len) {
+    unsigned char digest[DIGEST_LEN];
+    // RSASSA-PSS options would be one more input: such checks are not remembered.
+    int usable = AZIOT_TLS_VERIFY_CACHE > 0 && options == NULL
+        && digest_of(digest, type, ctx, md_alg, hash, hash_len, sig, sig_len);
+    if (usable) {
+        for (size_t i = 0; i < cache_used; i++) {
+            if (memcmp(cache[i], digest, DIGEST_LEN) == 0) {
+                hits++;
+                return 0;
+            }
+        }
+    }
+    int ret = __real_mbedtls_pk_verify_ext(type, options, ctx, md_alg, hash, hash_len, sig, sig_len);
+    misses++;
+    if (usable && ret == 0) {  // only a signature that verified is remembered
+        memcpy(cache[cache_next], digest, DIGEST_LEN);
+        cache_next = (cache_next + 1) % SLOTS;
+        if (cache_used < SLOTS) {
+            cache_used++;
+        }
+    }
+    return ret;
+}
+
+void aziot_verify_cache_stats(size_t *entries, size_t *n_hits, size_t *n_misses) {
+    *entries = cache_used;
+    *n_hits = hits;
+    *n_misses = misses;
+}
+
+void aziot_verify_cache_clear(void) {
+    memset(cache, 0, sizeof(cache));
+    cache_used = cache_next = hits = misses = 0;
+}

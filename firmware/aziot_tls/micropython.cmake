@@ -18,6 +18,7 @@ target_compile_definitions(usermod_aziot_tls INTERFACE
     AZIOT_TLS_VARIABLE_BUFFERS=${AZIOT_TLS_VARIABLE_BUFFERS}
 )
 target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults
-    -Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup -Wl,--wrap=mbedtls_pk_verify_ext)
+    -Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup -Wl,--wrap=mbedtls_pk_verify_ext
+    -Wl,--wrap=mbedtls_ssl_free)
 
 target_link_libraries(usermod INTERFACE usermod_aziot_tls)

@@ -23,4 +23,4 @@ CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
 # signature checks go through verify_cache.c.
 LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults \
 	-Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup \
-	-Wl,--wrap=mbedtls_pk_verify_ext
+	-Wl,--wrap=mbedtls_pk_verify_ext -Wl,--wrap=mbedtls_ssl_free

@@ -179,6 +179,16 @@ static int sniff_recv(void *ctx, unsigned char *buf, size_t len) {
     return n;
 }
 
+#if AZIOT_TLS_COUNT_ALLOC
+static void recycle_start(void);
+static void recycle_stop(void);
+#define START_OF_HANDSHAKE() recycle_start()
+#define END_OF_HANDSHAKE() recycle_stop()  // the small blocks kept for the handshake go back
+#else
+#define START_OF_HANDSHAKE()
+#define END_OF_HANDSHAKE()
+#endif
+
 void __real_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_ssl_send_t *f_send,
     mbedtls_ssl_recv_t *f_recv, mbedtls_ssl_recv_timeout_t *f_recv_timeout);
 
@@ -195,10 +205,20 @@ void __wrap_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_s
         sniff.state = SNIFF_READING;
         f_recv = sniff_recv;
     }
+    START_OF_HANDSHAKE();
     __real_mbedtls_ssl_set_bio(ssl, p_bio, f_send, f_recv, f_recv_timeout);
 }
 
+void __real_mbedtls_ssl_free(mbedtls_ssl_context *ssl);
+
+// A connection that ends (failed handshakes too, and finalisers at a soft reset) ends the recycling.
+void __wrap_mbedtls_ssl_free(mbedtls_ssl_context *ssl) {
+    __real_mbedtls_ssl_free(ssl);
+    END_OF_HANDSHAKE();
+}
+
 void __real_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl);
+
 
 void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
     #if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
@@ -214,10 +234,12 @@ void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
         __real_mbedtls_ssl_handshake_wrapup(ssl);
         ssl->in_buf = in_buf;
         conf->mfl_code = asked;
+        END_OF_HANDSHAKE();
         return;
     }
     #endif
     __real_mbedtls_ssl_handshake_wrapup(ssl);
+    END_OF_HANDSHAKE();
 }
 
 // --- counting mbedTLS's heap ------------------------------------------------------
@@ -244,15 +266,49 @@ static size_t heap_now;
 static size_t heap_peak;
 static size_t heap_blocks;
 
-void *aziot_tls_calloc(size_t nmemb, size_t size) {
-    if (size != 0 && nmemb > (SIZE_MAX - sizeof(alloc_header_t)) / size) {
-        return NULL;
+// Small blocks recycled during a handshake. ECC arithmetic allocates and frees tens of thousands of
+// small bignum limb arrays per connect; where mbedTLS allocates from the GC heap (rp2) each of those
+// is a gc_alloc and a gc_free, a fifth of an ECC reconnect's instructions. A freed small block waits
+// in a list of its size class, within AZIOT_TLS_RECYCLE_MAX bytes in all, for the next request of
+// that class. Only during a handshake: what waits goes back to the heap when it ends (wrapup, or the
+// context freed: a failed handshake, a finaliser at a soft reset), and whenever live blocks and
+// waiting ones together would pass the peak of live blocks so far: recycling never raises the peak.
+// heap_now and heap_peak count what mbedTLS asked for and holds, as without recycling.
+#ifndef AZIOT_TLS_RECYCLE_MAX
+#define AZIOT_TLS_RECYCLE_MAX 2048
+#endif
+#define RECYCLE_STEP 8
+#define RECYCLE_CLASSES 16  // blocks of 8, 16, ... 128 bytes
+static void *recycled[RECYCLE_CLASSES];  // each block's first word links to the next
+static size_t recycled_bytes;
+
+static int recycling;  // only while a handshake runs: what waits never outlives its connection
+
+static size_t recycle_class(size_t bytes) {  // RECYCLE_CLASSES or more: not recycled
+    return bytes == 0 ? 0 : (bytes - 1) / RECYCLE_STEP;
+}
+
+static void recycle_flush(void) {
+    for (size_t cls = 0; cls < RECYCLE_CLASSES; cls++) {
+        while (recycled[cls] != NULL) {
+            alloc_header_t *h = recycled[cls];
+            recycled[cls] = *(void **)(h + 1);
+            AZIOT_TLS_UNDERLYING_FREE(h);
+        }
     }
-    size_t bytes = nmemb * size;
-    alloc_header_t *h = AZIOT_TLS_UNDERLYING_CALLOC(1, sizeof(alloc_header_t) + bytes);
-    if (h == NULL) {
-        return NULL;
-    }
+    recycled_bytes = 0;
+}
+
+static void recycle_start(void) {
+    recycling = 1;
+}
+
+static void recycle_stop(void) {
+    recycling = 0;
+    recycle_flush();
+}
+
+static void *counted(alloc_header_t *h, size_t bytes) {
     h->size = bytes;
     heap_now += bytes;
     heap_blocks += 1;
@@ -262,6 +318,31 @@ void *aziot_tls_calloc(size_t nmemb, size_t size) {
     return h + 1;
 }
 
+void *aziot_tls_calloc(size_t nmemb, size_t size) {
+    if (size != 0 && nmemb > (SIZE_MAX - sizeof(alloc_header_t)) / size) {
+        return NULL;
+    }
+    size_t bytes = nmemb * size;
+    size_t cls = recycle_class(bytes);
+    size_t capacity = cls < RECYCLE_CLASSES ? (cls + 1) * RECYCLE_STEP : bytes;  // any request of its class fits
+    if (cls < RECYCLE_CLASSES && recycled[cls] != NULL) {
+        alloc_header_t *h = recycled[cls];
+        recycled[cls] = *(void **)(h + 1);
+        recycled_bytes -= capacity;
+        memset(h + 1, 0, capacity);
+        return counted(h, bytes);
+    }
+    if (heap_now + recycled_bytes + bytes > heap_peak) {
+        recycle_flush();
+    }
+    alloc_header_t *h = AZIOT_TLS_UNDERLYING_CALLOC(1, sizeof(alloc_header_t) + capacity);
+    if (h == NULL && recycled_bytes) {
+        recycle_flush();  // what waits may be what the heap lacks
+        h = AZIOT_TLS_UNDERLYING_CALLOC(1, sizeof(alloc_header_t) + capacity);
+    }
+    return h == NULL ? NULL : counted(h, bytes);
+}
+
 void aziot_tls_free(void *ptr) {
     if (ptr == NULL) {
         return;
@@ -269,6 +350,15 @@ void aziot_tls_free(void *ptr) {
     alloc_header_t *h = (alloc_header_t *)ptr - 1;
     heap_now -= h->size;
     heap_blocks -= 1;
+    size_t cls = recycle_class(h->size);
+    size_t capacity = (cls + 1) * RECYCLE_STEP;
+    if (recycling && cls < RECYCLE_CLASSES && recycled_bytes + capacity <= AZIOT_TLS_RECYCLE_MAX
+        && heap_now + recycled_bytes + capacity <= heap_peak) {
+        *(void **)ptr = recycled[cls];
+        recycled[cls] = h;
+        recycled_bytes += capacity;
+        return;
+    }
     AZIOT_TLS_UNDERLYING_FREE(h);
 }
 

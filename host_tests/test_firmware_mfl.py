@@ -309,3 +309,28 @@ def test_reconnects_take_the_chains_signatures_from_memory_and_any_other_chain_i
     assert results[3].startswith("TlsError server certificate of") and "rejected" in results[3], run.output
     assert stats[3][1] == 2 and stats[3][2] > stats[2][2], run.output
     assert stats[4][1] == 4 and results[4] == "CONNECTED", run.output  # A again: from memory
+
+
+@needs_mfl_build
+def test_mbedtls_gives_back_every_block_after_each_connection_refused_handshakes_included(hub, provision_device,
+                                                                                        unix_lib):
+    """The small blocks recycled during a handshake go back when it ends: after each connection (auto
+    on a standard hub: a refused ECDSA offer, then RSA) mbedTLS holds what it held before, the
+    trust store and the device's key."""
+    dev = provision_device("dev-giveback", hub, tls_profile="auto", tls_probe_s=0)
+    run = run_with(BOARD, dev.image_path, """
+        import gc, aziot_tls
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        held = []
+        for i in range(3):
+            hub.connect()
+            hub.disconnect()
+            gc.collect()  # the TLS socket's finaliser frees what the context held
+            now, _, blocks, kept = aziot_tls.heap()
+            held.append((now, blocks, kept))
+        print("HELD", held)
+        print("DONE")
+    """, unix_lib)
+    held = eval(run.stdout.split("HELD ", 1)[1].splitlines()[0])
+    assert len(set(held)) == 1 and held[0][2] == 0, run.output  # the same after each; nothing kept for reuse

@@ -396,16 +396,17 @@ static mp_obj_t aziot_tls_buffer_sizes(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_buffer_sizes_obj, aziot_tls_buffer_sizes);
 
-// (bytes now, peak bytes, blocks now), or None when built without the counter.
-// Always present: the qstr scan does not see the mbedTLS config.
+// (bytes now, peak bytes, blocks now, bytes of freed small blocks kept for reuse), or None when
+// built without the counter. Always present: the qstr scan does not see the mbedTLS config.
 static mp_obj_t aziot_tls_heap(void) {
     #if AZIOT_TLS_COUNT_ALLOC
-    mp_obj_t stats[3] = {
+    mp_obj_t stats[4] = {
         mp_obj_new_int_from_uint(heap_now),
         mp_obj_new_int_from_uint(heap_peak),
         mp_obj_new_int_from_uint(heap_blocks),
+        mp_obj_new_int_from_uint(recycled_bytes),
     };
-    return mp_obj_new_tuple(3, stats);
+    return mp_obj_new_tuple(4, stats);
     #else
     return mp_const_none;
     #endif

@@ -12,7 +12,7 @@ ECC, RSA, OTHER = "#2b8cbe", "#e34a33", "#999999"
 def draw(bench: dict, path: str) -> str:
     """A PNG of the bench's JSON (see bench.main): instructions per connect, handshake bytes, telemetry."""
     panels = [p for p in (_instructions, _wire_bytes, _telemetry) if p(None, bench)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         panel(ax, bench)
     fig.tight_layout()
@@ -26,14 +26,16 @@ def _instructions(ax, bench):
     if ax is None:
         return bool(rows)
     builds = list(dict.fromkeys(r["build"] for r in rows))
-    for offset, profile, colour in ((-0.2, "ecc", ECC), (0.2, "rsa", RSA)):
-        values = [next(r["connect"] for r in rows if r["build"] == b and r["profile"] == profile) / 1e6
+    bars = (("ecc", "connect", ECC, None), ("ecc", "reconnect", ECC, "//"),
+            ("rsa", "connect", RSA, None), ("rsa", "reconnect", RSA, "//"))
+    for k, (profile, what, colour, hatch) in enumerate(bars):
+        values = [next(r.get(what, 0) for r in rows if r["build"] == b and r["profile"] == profile) / 1e6
                   for b in builds]
-        ax.bar([i + offset for i in range(len(builds))], values, 0.4, color=colour,
-               label="%s (%s hub)" % (profile, "preview" if profile == "ecc" else "standard"))
+        ax.bar([i + (k - 1.5) * 0.2 for i in range(len(builds))], values, 0.2, color=colour, hatch=hatch,
+               edgecolor="white", label="%s %s" % (profile, "first connect" if what == "connect" else "reconnect"))
     ax.set_xticks(range(len(builds)), [b.replace(" (", "\n(") for b in builds], fontsize=7)
     ax.set_ylabel("million instructions (callgrind)")
-    ax.set_title("one connect: TCP + TLS + CONNECT/CONNACK", fontsize=9)
+    ax.set_title("one connect: TCP + TLS + CONNECT/CONNACK\n(ecc: preview hub, rsa: standard hub)", fontsize=9)
     ax.legend(fontsize=7)
 
 
@@ -41,12 +43,13 @@ def _wire_bytes(ax, bench):
     rows = bench.get("handshake_bytes") or []
     if ax is None:
         return bool(rows)
-    labels = ["%s %s\n%s MFL %s" % (r["hub"], r["profile"], r["build"], r["mfl_agreed"] or "off") for r in rows]
+    labels = ["%s on %s\n%s, MFL %s" % (r["profile"], r["hub"], r["build"].replace("micropython-", ""),
+                                          r["mfl_agreed"] or "none") for r in rows]
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["hub_to_device"] for r in rows], 0.4,
            color=[ECC if r["used"] == "ecc" else RSA for r in rows], label="hub -> device")
     ax.bar([x + 0.2 for x in xs], [r["device_to_hub"] for r in rows], 0.4, color=OTHER, label="device -> hub")
-    ax.set_xticks(list(xs), labels, fontsize=6)
+    ax.set_xticks(list(xs), labels, fontsize=6, rotation=45, ha="right")
     ax.set_ylabel("TLS handshake bytes (loopback proxy)")
     ax.set_title("handshake bytes each way", fontsize=9)
     ax.legend(fontsize=7)

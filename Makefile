@@ -53,7 +53,7 @@ test: setup  ## the host test suite (device code runs in the real micropython bi
 hub: setup  ## run the IoT Hub emulator in the foreground (HUB_PORT, HUB_STATE, HUB_MODE)
 	$(BIN)/aziot hub --state $(HUB_STATE) --port $(HUB_PORT) --mode $(HUB_MODE)
 
-bench: setup  ## handshake time/bytes/heap, QoS 1 throughput (ECC vs RSA), method/twin round trips
+bench: setup  ## connect cost (instructions, bytes, heap), QoS 1 beside the official SDK, sizes; build/bench/
 	$(BIN)/aziot bench
 
 unix-mfl: setup  ## Unix-port builds of the board TLS config (MFL hook, buffers), from MPY_DIR

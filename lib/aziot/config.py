@@ -11,8 +11,8 @@ DEFAULT_PATH = "/azure-iot/config.json"
 
 # key: (type, default); default None means required.
 _SCHEMA = {
-    "hub_host": (str, None),
-    "device_id": (str, None),
+    "hub_host": (str, ""),  # required, unless DPS assigns it (dps_id_scope)
+    "device_id": (str, ""),  # required, unless DPS assigns it
     "module_id": (str, ""),
     "address": (str, ""),  # where to dial when it differs from hub_host (tests, proxies)
     "port": (int, 8883),
@@ -38,6 +38,14 @@ _SCHEMA = {
     "reconnect_max_ms": (int, 100000),  # ... and cap
     "throttle_ms": (int, 30000),  # extra wait when the hub says it is busy (CONNACK 3)
     "max_fragment_length": (int, -1),  # TLS MFL: -1 the firmware's default, 0 off, 512..4096
+    # Device Provisioning Service: with an ID scope, the hub and device id come from DPS (aziot.dps).
+    "dps_id_scope": (str, ""),
+    "dps_host": (str, "global.azure-devices-provisioning.net"),
+    "dps_address": (str, ""),  # where to dial DPS when it differs from dps_host (tests, proxies)
+    "dps_port": (int, 8883),
+    "dps_registration_id": (str, ""),  # default: device_id (X.509: the certificate's CN)
+    "dps_assignment_file": (str, "/azure-iot/dps-assignment.json"),  # where DPS sent the device
+    "dps_timeout": (int, 60),  # seconds for the whole registration, polling included
 }
 
 AUTH_METHODS = ("x509", "sas")
@@ -54,6 +62,8 @@ class Config:
     def __init__(self, values, source="config"):
         if not isinstance(values, dict):
             raise ConfigError("%s: expected a JSON object" % source)
+        self._values = values
+        self._source = source
         unknown = [k for k in values if k not in _SCHEMA]
         if unknown:
             raise ConfigError("%s: unknown key %r" % (source, sorted(unknown)[0]))
@@ -70,8 +80,14 @@ class Config:
         self._check(source)
 
     def _check(self, source):
-        if not self.hub_host or not self.device_id:
-            raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty" % source)
+        if self.dps_id_scope:
+            if not (self.dps_registration_id or self.device_id):
+                raise ConfigError("%s: DPS needs 'dps_registration_id' (or 'device_id')" % source)
+            if not 0 < self.dps_port < 65536 or not 0 < self.dps_timeout <= 3600:
+                raise ConfigError("%s: key 'dps_port' must be 1..65535 and 'dps_timeout' 1..3600 s" % source)
+        elif not self.hub_host or not self.device_id:
+            raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty (or set 'dps_id_scope')"
+                              % source)
         if self.auth not in AUTH_METHODS:
             raise ConfigError("%s: key 'auth' must be one of %s, not %r"
                               % (source, ", ".join(AUTH_METHODS), self.auth))
@@ -106,7 +122,8 @@ class Config:
             raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
                               "or -1 (the firmware's default)" % source)
         if self.tls_memory_file and self.tls_memory_file in (
-                source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH):
+                source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
+                self.dps_assignment_file):
             raise ConfigError("%s: key 'tls_memory_file' names a file the device needs for something else: %s"
                               % (source, self.tls_memory_file))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
@@ -115,6 +132,16 @@ class Config:
     @property
     def dial_address(self):
         return self.address or self.hub_host
+
+    @property
+    def registration_id(self):
+        return self.dps_registration_id or self.device_id
+
+    def assigned(self, hub_host, device_id):
+        """This config with the hub and device id DPS assigned."""
+        values = dict(self._values)
+        values["hub_host"], values["device_id"] = hub_host, device_id
+        return Config(values, self._source)
 
 
 def load(path=DEFAULT_PATH):

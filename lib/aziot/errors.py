@@ -78,3 +78,12 @@ class ClockError(AziotError):
 
 class NetworkError(AziotError):
     """The board could not get onto the network (Wi-Fi) before connecting to the hub."""
+
+
+class ProvisioningError(AziotError):
+    """DPS refused or failed the registration: its status, error code and message."""
+
+    def __init__(self, message, status=None, error_code=None):
+        super().__init__(message)
+        self.status = status  # the registration status ("failed", "disabled", ...) or the HTTP-like code
+        self.error_code = error_code  # DPS's errorCode (e.g. 401002), when it sent one

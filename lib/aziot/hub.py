@@ -20,18 +20,17 @@ renews a SAS token before it expires by reconnecting, and sends the QoS 1
 telemetry that waited in the offline queue, oldest first.
 """
 
-import gc
 import time
 
 from . import certs, clock, protocol, sas, tlsconf
 from .backoff import Backoff
 from .cloud import CloudHandlers
 from .config import DEFAULT_PATH, Config, load as load_config
-from .errors import AziotError, ClockError, ConnectionLost, ConnectionRefused, ProtocolError, TlsError
+from .errors import AziotError, ClockError, ConnectionLost, ConnectionRefused, ProtocolError
 from .mqtt import MqttSession
 from .outbox import Outbox
 from .profiles import ProfileChooser
-from .transport import open_socket
+from .link import open_tls
 
 _CONNACK_SERVER_UNAVAILABLE = 3  # the hub is busy or throttling: wait longer
 
@@ -177,42 +176,14 @@ class HubClient(CloudHandlers):
 
         Returns (TLS stream, TCP socket, the deadline of the offer that was taken)."""
         cfg = self.config
-        where = "%s (%s:%d)" % (cfg.hub_host, cfg.dial_address, cfg.port)
-        profiles = self.profiles.order(self._now())
-        for i, profile in enumerate(profiles):
-            last = i + 1 == len(profiles)
-            try:
-                ctx = tlsconf.make_context(profile, self._root_files, cert_der, key_der, cfg.cert, cfg.key)
-            except TlsError:
-                if last:
-                    raise
-                continue  # a firmware without these suites (e.g. an ECC-only build): make the next offer
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise ConnectionLost("no connection to %s within the %d s timeout" % (where, cfg.timeout))
-            sock = open_socket(cfg.dial_address, cfg.port, left / 1000)
-            named = where + " with profile '%s'" % profile
-            try:
-                stream = tlsconf.handshake(sock, ctx, cfg.hub_host, named, login, deadline)
-            except TlsError as e:
-                sock.close()
-                if e.code == tlsconf.ERR_FATAL_ALERT and not last:
-                    ctx = None
-                    gc.collect()  # the refused context's memory, before a board's heap fragments around it
-                    # The alert shows the hub alive and answering: the next offer gets a timeout of its own.
-                    deadline = time.ticks_add(time.ticks_ms(), cfg.timeout * 1000)
-                    continue  # a standard hub refuses the ECDSA-only offer: make the next one
-                raise
-            try:
-                self.tls_max_fragment_length = tlsconf.agreed_fragment_length(mfl_asked, named)
-            except TlsError:
-                stream.close()  # the hub could send records this firmware cannot hold
-                raise
-            self.profiles.worked(profile, self._now())
-            self.tls_profile = profile
-            if hasattr(stream, "cipher"):  # not on every firmware
-                self.tls_cipher, self.tls_version = stream.cipher()
-            return stream, sock, deadline
+        link = open_tls(self.profiles.order(self._now()), cfg.hub_host, cfg.dial_address, cfg.port, cfg.timeout,
+                        self._root_files, (cert_der, key_der, cfg.cert, cfg.key), mfl_asked, login, deadline)
+        self.tls_max_fragment_length = link.fragment_length
+        self.profiles.worked(link.profile, self._now())
+        self.tls_profile = link.profile
+        if link.cipher is not None:
+            self.tls_cipher, self.tls_version = link.cipher, link.version
+        return link.stream, link.sock, link.deadline
 
     def _username(self):
         cfg = self.config

@@ -42,7 +42,8 @@ class TlsRefused(Exception):
 
 
 def make_server_context(ecc_chain, rsa_chain, workdir: str = None) -> SSL.Context:
-    """The preview hub's context; ecc_chain / rsa_chain: (chain_pem, key_pem) for the server identities."""
+    """The preview hub's context; ecc_chain / rsa_chain: (chain_pem, key_pem) for the server identities
+    (ecc_chain None: the RSA chain for every offer, as DPS has)."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
@@ -55,7 +56,7 @@ def make_server_context(ecc_chain, rsa_chain, workdir: str = None) -> SSL.Contex
     # (thumbprint or registered CA), as the hub does at CONNECT.
     ctx.set_verify(SSL.VERIFY_PEER, lambda conn, cert, errnum, depth, ok: True)
     workdir = workdir or tempfile.mkdtemp(prefix="aziot-hub-tls-")
-    for kind, (chain_pem, key_pem) in (("ecc", ecc_chain), ("rsa", rsa_chain)):
+    for kind, (chain_pem, key_pem) in (("ecc", ecc_chain), ("rsa", rsa_chain)) if ecc_chain else (("rsa", rsa_chain),):
         # OpenSSL keeps one chain per key type only when loaded from a file.
         path = os.path.join(workdir, "server-%s.pem" % kind)
         with open(path, "wb") as f:

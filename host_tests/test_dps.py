@@ -1,0 +1,103 @@
+"""Zero-touch provisioning: the device (in micropython) registers with the emulated DPS, which
+assigns it to an emulated hub; the device then connects there."""
+
+import pytest
+
+from aziot_tools.hub.dps import BackgroundDps
+from aziot_tools.provision import ProvisionedDevice
+
+# Provision through DPS unless an assignment is stored, then connect to the hub and send one message.
+DPS_APP = """
+import sys
+from aziot import dps
+from aziot.errors import AziotError
+from aziot.hub import HubClient
+try:
+    cfg = dps.hub_config(payload={"model": "thermo-1"} if len(sys.argv) > 1 else None)
+    hub = HubClient(cfg)
+    hub.connect()
+    hub.send_telemetry(b'{"t": 21.5}')
+    hub.disconnect()
+    print("DONE", cfg.hub_host, cfg.device_id)
+except AziotError as e:
+    print("ERROR", type(e).__name__, e)
+"""
+
+
+@pytest.fixture
+def dps(hub):
+    """A DPS emulator assigning to the standard hub fixture; stopped after the test."""
+    bg = BackgroundDps(hub.state_dir, [hub], assign_delay_s=1)
+    service = bg.__enter__()
+    yield service
+    bg.__exit__(None, None, None)
+
+
+def dps_device(provision_device, hub, dps, device_id, auth="x509_thumbprint", **config) -> ProvisionedDevice:
+    """An image that knows DPS (ID scope, where to dial it, its root) and nothing of the hub's registry."""
+    config.setdefault("dps_id_scope", dps.id_scope)
+    return provision_device(device_id, hub, auth=auth, register=False, dps_address="127.0.0.1",
+                            dps_port=dps.port, extra_files={"/azure-iot/roots/dps-rsa-root.der": dps.root_der()},
+                            **config)
+
+
+def outcome(run):
+    lines = [l for l in run.stdout.splitlines() if l.startswith(("DONE", "ERROR"))]
+    assert lines, run.output
+    return lines[-1]
+
+
+@pytest.mark.parametrize("attestation", ["symmetric_key", "x509"])
+def test_an_individual_enrollment_registers_and_the_device_connects_to_the_assigned_hub(
+        hub, dps, provision_device, run_device, attestation):
+    dev = dps_device(provision_device, hub, dps, "dev-dps-" + attestation.replace("_", "-"),
+                     auth="sas" if attestation == "symmetric_key" else "x509_thumbprint")
+    if attestation == "symmetric_key":
+        dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    else:
+        dps.enrollments.add_individual(dev.device_id, "x509", thumbprint=dev.identity.thumbprint_sha256)
+    assert not hub.registry.device(dev.device_id)  # DPS creates it
+    run = run_device(dev.image_path, DPS_APP, "payload")
+    assert outcome(run) == "DONE %s %s" % (hub.hub_host, dev.device_id), run.output
+    assert len(hub.telemetry(dev.device_id)) == 1
+    (state,) = dps.enrollments.registrations()
+    assert state["status"] == "assigned" and state["payload"] == {"model": "thermo-1"}
+    # auto offers ECDSA first; DPS has an RSA chain only and refuses it (as a standard hub does).
+    assert [a[1] for a in dps.attempts] == ["tls-failed", "assigned"]
+
+    again = run_device(dev.image_path, DPS_APP)  # a restart: the stored assignment, DPS not contacted
+    assert outcome(again) == "DONE %s %s" % (hub.hub_host, dev.device_id), again.output
+    assert len(dps.attempts) == 2 and len(hub.telemetry(dev.device_id)) == 2
+
+
+def test_refusals_are_typed_errors_that_name_the_cause(hub, dps, provision_device, run_device):
+    dev = dps_device(provision_device, hub, dps, "dev-dps-refused", auth="sas")
+    run = run_device(dev.image_path, DPS_APP)  # not enrolled
+    assert outcome(run).startswith("ERROR ProvisioningError DPS refused the login of 'dev-dps-refused' (CONNACK 5)")
+    assert dps.attempts[-1][1] == "refused: no enrollment for registration id 'dev-dps-refused'"
+
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key, enabled=False)
+    run = run_device(dev.image_path, DPS_APP)
+    assert outcome(run) == ("ERROR ProvisioningError DPS did not assign 'dev-dps-refused': status 'disabled', "
+                            "error 400209: the enrollment is disabled"), run.output
+    assert not hub.registry.device(dev.device_id)
+
+    wrong_scope = dps_device(provision_device, hub, dps, "dev-dps-scope", auth="sas", dps_id_scope="0ne00000000")
+    dps.enrollments.add_individual("dev-dps-scope", "symmetric_key", primary_key=wrong_scope.sas_key)
+    run = run_device(wrong_scope.image_path, DPS_APP)
+    assert outcome(run).startswith("ERROR ProvisioningError DPS refused the login of 'dev-dps-scope' (CONNACK 5)")
+    assert dps.attempts[-1][1].startswith("refused: ID scope '0ne00000000' is not this DPS's")
+
+
+def test_a_corrupt_stored_assignment_is_named(hub, dps, provision_device, run_device):
+    dev = dps_device(provision_device, hub, dps, "dev-dps-torn", auth="sas")
+    files = dict(dev.files)
+    files["/azure-iot/dps-assignment.json"] = b'{"assignedHub": "'
+    from aziot_tools import flashimage
+
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    run = run_device(dev.image_path, DPS_APP)
+    assert outcome(run) == ("ERROR ConfigError stored DPS assignment /azure-iot/dps-assignment.json is unreadable "
+                            "(not JSON): remove it to provision again"), run.output
+    assert dps.attempts == []

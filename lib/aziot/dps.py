@@ -1,0 +1,194 @@
+"""Zero-touch provisioning: register with the Device Provisioning Service and keep where it sent us.
+
+    from aziot import dps
+    from aziot.hub import HubClient
+    hub = HubClient(dps.hub_config())   # DPS only when nothing is stored yet
+
+The flow ("Use MQTT to provision a device", Microsoft Learn; topics and
+payloads in provisioning.py): log in to DPS as the registration id, send the
+registration, get 202 with an operation id and `retry-after`, ask for the
+operation's status after that many seconds until it is 200 with
+`assigned` (or failed, disabled, unassigned: ProvisioningError), all within
+`dps_timeout`. The assignment is written to flash atomically, so the next
+boot goes straight to the hub.
+"""
+
+import json
+import os
+import time
+
+from . import certs, clock, provisioning, protocol, sas, tlsconf
+from .config import load as load_config
+from .errors import (ClockError, ConfigError, ConnectionRefused, ConnectionLost, ProtocolError,
+                     ProvisioningError)
+from .link import open_tls
+from .mqtt import MqttSession
+from .profiles import ProfileChooser
+from .provisioning import Assignment
+
+_SAS_TTL = 3600  # a DPS registration takes seconds; the token need not outlive it
+
+
+def load_assignment(path):
+    """The stored Assignment, or None when there is none; ConfigError naming the file if it is corrupt."""
+    try:
+        with open(path) as f:
+            text = f.read(2048)
+    except OSError:
+        return None
+    try:
+        return Assignment.from_state(json.loads(text))
+    except (ValueError, ProtocolError) as e:
+        raise ConfigError("stored DPS assignment %s is unreadable (%s): remove it to provision again"
+                          % (path, e if isinstance(e, ProtocolError) else "not JSON"))
+
+
+def save_assignment(path, assignment):
+    """Write to a temporary file, then rename: a reset mid-write leaves the old file or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(assignment.to_json())
+    os.rename(tmp, path)
+
+
+def forget(config):
+    """Remove the stored assignment: the next hub_config() provisions again."""
+    try:
+        os.remove(config.dps_assignment_file)
+    except OSError:
+        pass
+
+
+def hub_config(config=None, payload=None, clock_now=clock.unix_time):
+    """The config for HubClient: the stored assignment, or a new registration when there is none."""
+    config = config or load_config()
+    if not config.dps_id_scope:
+        return config
+    assignment = load_assignment(config.dps_assignment_file)
+    if assignment is None:
+        assignment = DpsClient(config, clock_now).register(payload)
+        save_assignment(config.dps_assignment_file, assignment)
+    return config.assigned(assignment.hub_host, assignment.device_id)
+
+
+class DpsClient:
+    def __init__(self, config, clock_now=clock.unix_time):
+        if not config.dps_id_scope:
+            raise ConfigError("no 'dps_id_scope' in the config: this device is not set up for DPS")
+        self.config = config
+        self._now = clock_now
+        self.registration_id = provisioning.check_registration_id(config.registration_id)
+        self.operation_id = None
+        self.tls_profile = None
+
+    def register(self, payload=None):
+        """Register (payload: the optional custom allocation data, any JSON value); returns the Assignment."""
+        cfg = self.config
+        deadline = time.ticks_add(time.ticks_ms(), cfg.dps_timeout * 1000)
+        session = self._open(deadline)
+        try:
+            session.subscribe(provisioning.SUBSCRIBE_TOPIC.encode(), 1)
+            session.end_of_connect()
+            status, body = self._request(session, 1, provisioning.register_topic(1),
+                                         provisioning.register_body(self.registration_id, payload), deadline)
+            rid = 1
+            while True:
+                result = self._outcome(status, body)
+                if result is not None:
+                    return result
+                rid += 1
+                status, body = self._request(session, rid, provisioning.query_topic(rid, self.operation_id),
+                                             b"", deadline)
+        finally:
+            session.disconnect()
+
+    def _outcome(self, status, body):
+        """The Assignment when DPS finished, None while it is still assigning; raises on a refusal."""
+        operation = body.get("operationId")
+        if isinstance(operation, str) and operation:
+            self.operation_id = operation  # some responses omit it: keep the last one
+        if status == 202 or (status == 200 and body.get("status") == "assigning"):
+            if self.operation_id is None:
+                raise ProtocolError("DPS answered %d without an operation id" % status)
+            return None
+        if status != 200:
+            raise ProvisioningError("DPS refused the registration of %r: status %d, error %s: %s"
+                                    % (self.registration_id, status, body.get("errorCode"),
+                                       body.get("message", "no message")), status, body.get("errorCode"))
+        state = body.get("registrationState") or {}
+        result = body.get("status")
+        if result == "assigned":
+            return Assignment.from_state(state, self.registration_id)
+        raise ProvisioningError("DPS did not assign %r: status %r, error %s: %s"
+                                % (self.registration_id, result, state.get("errorCode"),
+                                   state.get("errorMessage", "no message")), result, state.get("errorCode"))
+
+    def _request(self, session, rid, topic, body, deadline):
+        """Publish and wait for the response with this $rid; after a 202 or 429 wait its retry-after first."""
+        session.publish(topic.encode(), body, 1)
+        while True:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise ProvisioningError("no assignment from DPS within %d s (dps_timeout)" % self.config.dps_timeout,
+                                        "timeout")
+            session.pump(min(left, 1000))
+            for msg in session.inbox[:]:
+                session.inbox.remove(msg)
+                if msg.packet_id is not None:
+                    session.acknowledge(msg.packet_id)
+                parsed = provisioning.parse_response_topic(msg.topic or "")
+                if parsed is None or parsed[1] != str(rid):
+                    continue  # not ours (a stale answer): nothing waits for it
+                status, _, retry = parsed
+                response = provisioning.parse_body(msg.payload)
+                if status in (202, 429) or (status == 200 and response.get("status") == "assigning"):
+                    self._wait(retry, deadline)
+                    if status == 429:
+                        session.publish(topic.encode(), body, 1)  # throttled: the same request again
+                        continue
+                return status, response
+
+    def _wait(self, retry_after, deadline):
+        wait_ms = (provisioning.DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after) * 1000
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if wait_ms >= left:
+            raise ProvisioningError("DPS asked to wait %d s, past the %d s dps_timeout"
+                                    % (wait_ms // 1000, self.config.dps_timeout), "timeout")
+        time.sleep_ms(wait_ms)
+
+    def _open(self, deadline):
+        cfg = self.config
+        now = self._now()
+        roots = certs.root_files(cfg.roots)
+        if cfg.auth == "sas":
+            if not clock.is_set(now):
+                raise ClockError("the clock reads %s: a SAS token needs the current time" % clock.format_utc(now))
+            key = sas.read_key(cfg.sas_key_file)
+            password = sas.token(provisioning.sas_resource(cfg.dps_id_scope, self.registration_id), key,
+                                 int(now) + _SAS_TTL, provisioning.SAS_POLICY)
+            credentials, message = (None, None, "", ""), 0
+        else:
+            if not clock.is_set(now):
+                raise ClockError("the clock reads %s: checking DPS's certificate needs the current time"
+                                 % clock.format_utc(now))
+            chain, leaf, message = certs.read_cert_chain(cfg.cert)
+            certs.check_current(leaf, now, cfg.cert)
+            credentials, password = (chain, certs.read_der(cfg.key, "device key"), cfg.cert, cfg.key), None
+        asked = tlsconf.set_max_fragment_length(cfg.max_fragment_length, message)
+        login = protocol.connect_packet(self.registration_id, provisioning.username(cfg.dps_id_scope,
+                                        self.registration_id), password, cfg.keepalive, True)
+        offers = ProfileChooser(cfg.tls_profile, cfg.dps_host).order(now)  # remembered for the hub only
+        where = "DPS %s" % cfg.dps_host
+        try:
+            link = open_tls(offers, cfg.dps_host, cfg.dps_address or cfg.dps_host, cfg.dps_port, cfg.timeout,
+                            roots, credentials, asked, login, deadline)
+        except ConnectionLost as e:
+            raise ConnectionLost("%s: %s" % (where, e))
+        self.tls_profile = link.profile
+        try:
+            return MqttSession(link.stream, self.registration_id, cfg.keepalive, cfg.max_message, link.sock,
+                               cfg.timeout, link.deadline)
+        except ConnectionRefused as e:
+            raise ProvisioningError("DPS refused the login of %r (CONNACK %d): a wrong ID scope, an unknown "
+                                    "registration id, or a key or certificate DPS does not know"
+                                    % (self.registration_id, e.code), "refused", e.code)

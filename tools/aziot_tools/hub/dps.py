@@ -1,0 +1,331 @@
+"""A Device Provisioning Service endpoint beside the hub emulator: enrollments, the MQTT
+registration flow, and the assignment into an emulated hub's registry.
+
+What it follows, and where from:
+- MQTT dialect ("Use MQTT to provision a device", Microsoft Learn; the Python SDK's
+  azure/iot/device/provisioning/pipeline/mqtt_topic_provisioning.py and
+  pipeline_stages_provisioning_mqtt.py): client id = registration id; user name
+  `{idScope}/registrations/{registrationId}/api-version=...`; subscribe
+  `$dps/registrations/res/#`; register on `$dps/registrations/PUT/iotdps-register/?$rid=`;
+  poll on `$dps/registrations/GET/iotdps-get-operationstatus/?$rid=&operationId=`;
+  answers on `$dps/registrations/res/{status}/?$rid=[&retry-after=]`.
+- Registration ids: up to 128 characters, letters, digits and `- . _ :` (DPS REST API,
+  Runtime Registration).
+- Symmetric keys: a SAS token for `{idScope}/registrations/{registrationId}` with
+  skn=registration ("Control access to DPS with SAS", Microsoft Learn).
+- X.509 individual enrollments: the registration id is the certificate's CN ("X.509
+  certificate attestation", Microsoft Learn); the emulator matches the leaf's thumbprint.
+- Errors: 400 bad request, 401 credentials, 404 unknown, 429 throttled ("Troubleshoot DPS",
+  Microsoft Learn), as `{"errorCode", "trackingId", "message", "timestampUtc"}`.
+Where the sources say nothing, it is stricter: a wrong ID scope, an unknown registration or
+bad credentials get CONNACK 5 and no session; a topic other than the two requests ends the
+connection.
+
+DPS presents an RSA chain (DigiCert Global Root G2); so does this, for every offer.
+"""
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from urllib.parse import parse_qs, unquote
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from .. import pki
+from . import mqttwire, sas, tlspolicy
+from .registry import Registry
+from .server import ServerIdentity
+
+log = logging.getLogger("aziot.dps")
+
+DPS_HOST = "global.azure-devices-provisioning.net"
+DEFAULT_ID_SCOPE = "0ne00AZ10T1"
+CONNECT_TIMEOUT = 10
+_REGISTER = "$dps/registrations/PUT/iotdps-register/"
+_QUERY = "$dps/registrations/GET/iotdps-get-operationstatus/"
+_SUBSCRIPTION = "$dps/registrations/res/#"
+ATTESTATIONS = ("x509", "symmetric_key")
+
+
+class Enrollments:
+    """Individual enrollments and the registrations made under them, in a JSON file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _load(self) -> dict:
+        if not os.path.exists(self.path):
+            return {"individual": {}, "registrations": {}}
+        with open(self.path) as f:
+            return json.load(f)
+
+    def _save(self, data: dict):
+        tmp = self.path + ".tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:  # symmetric keys
+            json.dump(data, f, indent=1)
+        os.replace(tmp, self.path)
+
+    def add_individual(self, registration_id: str, attestation: str, *, thumbprint: str = "",
+                       primary_key: str = "", device_id: str = "", hub: str = "", enabled: bool = True,
+                       initial_twin: dict = None):
+        if attestation not in ATTESTATIONS:
+            raise ValueError("attestation must be one of %s, not %r" % (", ".join(ATTESTATIONS), attestation))
+        if attestation == "x509" and not thumbprint:
+            raise ValueError("an X.509 enrollment needs the device certificate's thumbprint")
+        if attestation == "symmetric_key" and not primary_key:
+            raise ValueError("a symmetric key enrollment needs a primary key")
+        data = self._load()
+        data["individual"][registration_id.lower()] = {
+            "registrationId": registration_id, "attestation": attestation, "thumbprint": thumbprint.upper(),
+            "primaryKey": primary_key, "deviceId": device_id or registration_id, "hub": hub,
+            "enabled": enabled, "initialTwin": initial_twin or {}}
+        self._save(data)
+
+    def set_enabled(self, registration_id: str, enabled: bool):
+        data = self._load()
+        data["individual"][registration_id.lower()]["enabled"] = enabled
+        self._save(data)
+
+    def individual(self, registration_id: str):
+        return self._load()["individual"].get(registration_id.lower())  # ids are case-insensitive
+
+    def list_individual(self) -> list:
+        return list(self._load()["individual"].values())
+
+    def record(self, registration_id: str, state: dict):
+        data = self._load()
+        data["registrations"][registration_id.lower()] = state
+        self._save(data)
+
+    def registrations(self) -> list:
+        return list(self._load()["registrations"].values())
+
+
+class DpsEmulator:
+    def __init__(self, state_dir: str, hubs, *, id_scope: str = DEFAULT_ID_SCOPE, listen_host: str = "127.0.0.1",
+                 port: int = 0, assign_delay_s: int = 1):
+        """hubs: the HubEmulator objects DPS may assign devices to (the first is the default);
+        assign_delay_s: the retry-after of each 202, and how long an assignment takes."""
+        self.state_dir = os.path.join(state_dir, "dps")
+        pki.private_dir(self.state_dir)
+        self.hubs = {hub.hub_host: hub for hub in hubs}
+        self.default_hub = hubs[0].hub_host
+        self.id_scope = id_scope
+        self.listen_host = listen_host
+        self.port = port
+        self.assign_delay_s = assign_delay_s
+        self.identity = ServerIdentity(self.state_dir, DPS_HOST)
+        self.enrollments = Enrollments(os.path.join(self.state_dir, "enrollments.json"))
+        self._ctx = tlspolicy.make_server_context(None, self.identity.pair("rsa"), self.identity.dir)
+        self.attempts = []  # (registration id or None, result), one per connection
+        self._operations = {}  # operation id -> (registration id, started, request payload)
+        self._server = None
+        self._handlers = set()
+        self._lock = threading.Lock()
+
+    def root_der(self) -> bytes:
+        return self.identity.read("rsa-root.der")
+
+    async def start(self):
+        self._server = await asyncio.start_server(self._handle, self.listen_host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("DPS emulator (%s, ID scope %s) listening on %s:%d", DPS_HOST, self.id_scope,
+                 self.listen_host, self.port)
+
+    async def stop(self):
+        if self._server:
+            self._server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader, writer):
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        attempt = [None, "tls-failed"]
+        with self._lock:
+            self.attempts.append(attempt)
+        stream = tlspolicy.TlsStream(self._ctx, reader, writer)
+        try:
+            await asyncio.wait_for(stream.handshake(), CONNECT_TIMEOUT)
+            chain = stream.info()["peer_chain"]
+            attempt[1] = "tls-ok"
+            await self._session(stream, chain, attempt)
+        except (tlspolicy.TlsRefused, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
+            log.info("DPS connection ended: %s", e or type(e).__name__)
+        except mqttwire.MalformedPacket as e:
+            attempt[1] = "closed: %s" % e
+            log.warning("DPS closing a connection: %s", e)
+        finally:
+            self._handlers.discard(task)
+            stream.close()
+
+    async def _session(self, stream, chain, attempt):
+        first = await asyncio.wait_for(mqttwire.read_packet(stream.read_exact), CONNECT_TIMEOUT)
+        if first.kind != mqttwire.CONNECT:
+            raise mqttwire.MalformedPacket("first packet is not CONNECT")
+        connect = mqttwire.parse_connect(first.body)
+        registration_id, reason = self._login(connect, chain)
+        attempt[0] = registration_id
+        if reason:
+            attempt[1] = "refused: " + reason
+            log.info("DPS CONNECT refused (CONNACK 5): %s", reason)
+            await stream.write(mqttwire.connack(5))
+            return
+        attempt[1] = "connected"
+        await stream.write(mqttwire.connack(0))
+        subscribed = False
+        packet_id = 0
+        while True:
+            packet = await asyncio.wait_for(mqttwire.read_packet(stream.read_exact), max(connect.keepalive * 1.5, 30))
+            if packet.kind == mqttwire.SUBSCRIBE:
+                pid, topics = mqttwire.parse_subscribe(packet.body)
+                if [t for t, _ in topics] != [_SUBSCRIPTION]:
+                    raise mqttwire.MalformedPacket("SUBSCRIBE to %r: DPS serves %s only" % (topics, _SUBSCRIPTION))
+                subscribed = True
+                await stream.write(mqttwire.suback(pid, [min(topics[0][1], 1)]))
+            elif packet.kind == mqttwire.PUBLISH:
+                pub = mqttwire.parse_publish(packet.flags, packet.body)
+                if pub.qos:
+                    await stream.write(mqttwire.puback(pub.packet_id))
+                status, query, body = self._on_request(registration_id, pub, attempt)
+                if not subscribed:
+                    continue  # nobody listens for the answer
+                topic = "$dps/registrations/res/%d/?%s" % (status, "&".join("%s=%s" % kv for kv in query))
+                packet_id = packet_id % 65535 + 1
+                payload = json.dumps(body).encode()
+                await stream.write(mqttwire.encode(mqttwire.PUBLISH, 2, mqttwire.string(topic)
+                                                   + packet_id.to_bytes(2, "big") + payload))
+            elif packet.kind == mqttwire.PINGREQ:
+                await stream.write(mqttwire.encode(mqttwire.PINGRESP, 0))
+            elif packet.kind == mqttwire.PUBACK:
+                pass
+            elif packet.kind == mqttwire.DISCONNECT:
+                return
+            else:
+                raise mqttwire.MalformedPacket("unexpected MQTT packet type %d" % packet.kind)
+
+    def _login(self, connect, chain):
+        """(registration id, None) when the client may register, else (id or None, the reason)."""
+        username = connect.username or ""
+        scope, sep, rest = username.partition("/registrations/")
+        registration_id, _, params = rest.partition("/")
+        if not sep or not registration_id or not params.startswith("api-version="):
+            return None, "user name %r is not {idScope}/registrations/{registrationId}/api-version=..." % username
+        if scope != self.id_scope:
+            return registration_id, "ID scope %r is not this DPS's (%s)" % (scope, self.id_scope)
+        if connect.client_id != registration_id:
+            return registration_id, "client id %r is not the registration id" % connect.client_id
+        enrollment = self.enrollments.individual(registration_id)
+        if enrollment is None:
+            return registration_id, "no enrollment for registration id %r" % registration_id
+        if enrollment["attestation"] == "symmetric_key":
+            if connect.password is None:
+                return registration_id, "a symmetric key enrollment needs a SAS token"
+            resource = "%s/registrations/%s" % (self.id_scope, registration_id)
+            reason = sas.check(connect.password.decode("utf-8", "replace"), resource, (enrollment["primaryKey"],),
+                               policy="registration")
+            return registration_id, reason
+        if connect.password is not None:
+            return registration_id, "an X.509 enrollment takes no password"
+        if not chain:
+            return registration_id, "no client certificate was presented"
+        leaf = chain[0]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+            return registration_id, "client certificate is outside its validity period"
+        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not cns or cns[0].value != registration_id:
+            return registration_id, "certificate CN %r is not the registration id" % (cns[0].value if cns else None)
+        der = leaf.public_bytes(Encoding.DER)
+        if enrollment["thumbprint"] not in (hashlib.sha1(der).hexdigest().upper(),
+                                            hashlib.sha256(der).hexdigest().upper()):
+            return registration_id, "client certificate is not the enrolled one"
+        return registration_id, None
+
+    def _on_request(self, registration_id, pub, attempt):
+        """(status, query pairs, body) answering a register or operation-status request."""
+        topic, _, query = pub.topic.partition("?")
+        fields = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        rid = fields.get("$rid")
+        if topic not in (_REGISTER, _QUERY) or rid is None:
+            raise mqttwire.MalformedPacket("PUBLISH to %r: not a DPS request" % pub.topic[:120])
+        answer = [("$rid", rid)]
+        if topic == _REGISTER:
+            try:
+                request = json.loads(pub.payload or b"{}")
+            except ValueError:
+                return 400, answer, _error(400, "the registration request is not JSON")
+            if not isinstance(request, dict) or str(request.get("registrationId", "")).lower() != registration_id.lower():
+                return 400, answer, _error(400, "registrationId in the body is not the one logged in")
+            operation = "4.%s.%s" % (hashlib.sha1(registration_id.encode()).hexdigest()[:16], uuid.uuid4())
+            self._operations[operation] = (registration_id, time.monotonic(), request.get("payload"))
+            attempt[1] = "assigning"
+            return 202, answer + [("retry-after", str(self.assign_delay_s))], {"operationId": operation,
+                                                                               "status": "assigning"}
+        operation = unquote(fields.get("operationId", ""))
+        known = self._operations.get(operation)
+        if known is None or known[0] != registration_id:
+            return 404, answer, _error(404, "unknown operation id")
+        if time.monotonic() - known[1] < self.assign_delay_s:
+            return 202, answer + [("retry-after", str(self.assign_delay_s))], {"operationId": operation,
+                                                                               "status": "assigning"}
+        state = self._assign(registration_id, known[2])
+        attempt[1] = state["status"]
+        return 200, answer, {"operationId": operation, "status": state["status"], "registrationState": state}
+
+    def _assign(self, registration_id, payload):
+        enrollment = self.enrollments.individual(registration_id)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
+                 "etag": hashlib.sha1(now.encode()).hexdigest()}
+        if not enrollment["enabled"]:
+            state.update(status="disabled", errorCode=400209, errorMessage="the enrollment is disabled")
+        else:
+            hub = self.hubs[enrollment["hub"] or self.default_hub]
+            device_id = enrollment["deviceId"]
+            registry = Registry(os.path.join(hub.state_dir, "registry.json"))
+            if enrollment["attestation"] == "x509":
+                registry.add_device(device_id, "x509_thumbprint", enrollment["thumbprint"])
+            else:
+                registry.add_device(device_id, "sas", primary_key=enrollment["primaryKey"])
+            state.update(status="assigned", substatus="initialAssignment", assignedHub=hub.hub_host,
+                         deviceId=device_id)
+            if payload is not None:
+                state["payload"] = payload
+        self.enrollments.record(registration_id, state)
+        return state
+
+
+def _error(code: int, message: str) -> dict:
+    return {"errorCode": code * 1000 + 1, "trackingId": str(uuid.uuid4()), "message": message,
+            "timestampUtc": datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")}
+
+
+class BackgroundDps:
+    """A DpsEmulator on its own event loop thread, for tests and the demo."""
+
+    def __init__(self, *args, **kwargs):
+        self.dps = DpsEmulator(*args, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="aziot-dps", daemon=True)
+
+    def __enter__(self) -> DpsEmulator:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.dps.start(), self._loop).result(10)
+        return self.dps
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.dps.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

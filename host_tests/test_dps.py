@@ -1,6 +1,10 @@
 """Zero-touch provisioning: the device (in micropython) registers with the emulated DPS, which
 assigns it to an emulated hub; the device then connects there."""
 
+import base64
+import time
+from urllib.parse import quote
+
 import pytest
 
 from aziot_tools.hub.dps import BackgroundDps
@@ -101,3 +105,20 @@ def test_a_corrupt_stored_assignment_is_named(hub, dps, provision_device, run_de
     assert outcome(run) == ("ERROR ConfigError stored DPS assignment /azure-iot/dps-assignment.json is unreadable "
                             "(not JSON): remove it to provision again"), run.output
     assert dps.attempts == []
+
+
+def test_the_emulated_dps_takes_skn_registration_or_none_and_refuses_any_other_policy():
+    """The device signs with skn=registration (Microsoft's symmetric key attestation page); the Python
+    SDK signs without skn; a token naming another policy is not a registration token."""
+    from aziot_tools.hub import sas
+
+    key = "ZW11bGF0b3ItdGVzdC1rZXktbm90LWEtc2VjcmV0LTAxMjM0NQ=="
+    resource = "0ne00AZ10T1/registrations/dev-1"
+    expiry = str(int(time.time()) + 600)
+    sig = base64.b64encode(sas.signature(key, quote(resource, safe=""), expiry)).decode()
+    base = "SharedAccessSignature sr=%s&sig=%s&se=%s" % (quote(resource, safe=""), quote(sig, safe=""), expiry)
+    assert sas.check(base + "&skn=registration", resource, [key], policy="registration") is None
+    assert sas.check(base, resource, [key], policy="registration") is None
+    assert sas.check(base + "&skn=iothubowner", resource, [key], policy="registration") == \
+        "SAS token may name skn=registration only"
+    assert sas.check(base + "&skn=registration", resource, [key]) is not None  # a hub token names none

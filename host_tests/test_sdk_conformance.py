@@ -164,3 +164,70 @@ def test_sdk_twin_get_reported_patch_and_desired_patch(sdk_hub, sdk_client):
     client.patch_twin_reported_properties({"fw": None})
     assert sdk_hub.get_twin("sdk-twin")["properties"]["reported"]["$version"] == 3
     assert "fw" not in client.get_twin()["reported"]
+
+
+@pytest.fixture
+def sdk_dps(sdk_hub, monkeypatch):
+    """The emulated DPS, assigning to the SDK's hub. The SDK dials global.azure-devices-provisioning.net
+    (and checks the certificate against that name): the name resolves to the emulator here."""
+    import socket
+
+    from aziot_tools.hub.dps import DPS_HOST, BackgroundDps
+
+    bg = BackgroundDps(sdk_hub.state_dir, [sdk_hub], assign_delay_s=1)
+    dps = bg.__enter__()
+    resolve = socket.getaddrinfo
+
+    def to_emulator(host, port, *args, **kwargs):
+        if host == DPS_HOST:
+            return resolve("127.0.0.1", dps.port, *args, **kwargs)
+        return resolve(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", to_emulator)
+    yield dps
+    bg.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("auth", ["x509", "symmetric_key"])
+def test_sdk_provisioning_client_registers_and_its_device_client_connects_to_the_assigned_hub(
+        sdk_hub, sdk_dps, tmp_path, auth):
+    from azure.iot.device import ProvisioningDeviceClient
+
+    from aziot_tools.hub.dps import DPS_HOST
+
+    registration_id = "sdk-dps-" + auth.replace("_", "-")
+    dps_root = sdk_dps.identity.read("rsa-root.pem").decode()
+    if auth == "x509":
+        ident = pki.make_device_identity(registration_id)
+        provision.write_identity(ident, str(tmp_path), registration_id)
+        sdk_dps.enrollments.add_individual(registration_id, "x509", thumbprint=ident.thumbprint_sha256)
+        x509 = X509(str(tmp_path / (registration_id + ".pem")), str(tmp_path / (registration_id + "-key.pem")))
+        client = ProvisioningDeviceClient.create_from_x509_certificate(
+            provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=sdk_dps.id_scope, x509=x509,
+            server_verification_cert=dps_root)
+    else:
+        sdk_dps.enrollments.add_individual(registration_id, "symmetric_key", primary_key=DEVICE_KEY)
+        client = ProvisioningDeviceClient.create_from_symmetric_key(
+            provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=sdk_dps.id_scope,
+            symmetric_key=DEVICE_KEY, server_verification_cert=dps_root)
+    client.provisioning_payload = {"site": "plant-7"}
+    result = client.register()
+    assert result.status == "assigned"
+    state = result.registration_state
+    assert (state.assigned_hub, state.device_id) == (HOST, registration_id)
+    assert sdk_dps.enrollments.registrations()[0]["payload"] == {"site": "plant-7"}
+
+    if auth == "x509":
+        device = IoTHubDeviceClient.create_from_x509_certificate(
+            x509=x509, hostname=state.assigned_hub, device_id=state.device_id,
+            server_verification_cert=roots_pem(sdk_hub))
+    else:
+        device = IoTHubDeviceClient.create_from_symmetric_key(
+            symmetric_key=DEVICE_KEY, hostname=state.assigned_hub, device_id=state.device_id,
+            server_verification_cert=roots_pem(sdk_hub))
+    try:
+        device.connect()
+        device.send_message(Message("provisioned"))
+    finally:
+        device.shutdown()
+    assert [m.payload for m in sdk_hub.telemetry(registration_id)] == [b"provisioned"]

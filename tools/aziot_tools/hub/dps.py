@@ -12,7 +12,8 @@ What it follows, and where from:
 - Registration ids: up to 128 characters, letters, digits and `- . _ :` (DPS REST API,
   Runtime Registration).
 - Symmetric keys: a SAS token for `{idScope}/registrations/{registrationId}` with
-  skn=registration ("Control access to DPS with SAS", Microsoft Learn).
+  skn=registration ("Symmetric key attestation", Microsoft Learn), or with no skn, as the
+  Python SDK signs it; any other skn is refused.
 - X.509 individual enrollments: the registration id is the certificate's CN ("X.509
   certificate attestation", Microsoft Learn); the emulator matches the leaf's thumbprint.
 - Errors: 400 bad request, 401 credentials, 404 unknown, 429 throttled ("Troubleshoot DPS",

@@ -45,9 +45,9 @@ def signature(key_b64: str, resource_encoded: str, expiry: str) -> bytes:
 def check(token: str, resource: str, keys, now: float = None, policy: str = None):
     """None when token is valid for resource under one of keys, else the reason (no secrets in it).
 
-    policy: the skn the token must name. A device's own hub token names none; a DPS registration
-    token names "registration" ("Control access to Azure IoT Hub Device Provisioning Service",
-    Microsoft Learn: symmetric key attestation)."""
+    policy: the one skn the token may name. A device's own hub token names none; a DPS registration
+    token names "registration" ("Symmetric key attestation", Microsoft Learn) or none (the Python
+    SDK, azure/iot/device/provisioning/abstract_provisioning_device_client.py, signs without it)."""
     try:
         fields = parse(token)
     except ValueError as e:
@@ -55,8 +55,8 @@ def check(token: str, resource: str, keys, now: float = None, policy: str = None
     if policy is None and "skn" in fields:
         # skn names a shared access policy; a device's own token is signed with its key and names none.
         return "SAS token names a shared access policy (skn): a device signs with its own key"
-    if policy is not None and unquote(fields.get("skn", "")) != policy:
-        return "SAS token must name skn=%s" % policy
+    if policy is not None and unquote(fields.get("skn", policy)) != policy:
+        return "SAS token may name skn=%s only" % policy
     if unquote(fields["sr"]).lower() != resource.lower():
         return "SAS token is for %r, not %r" % (unquote(fields["sr"]), resource)
     if int(fields["se"]) <= (time.time() if now is None else now):

@@ -37,12 +37,14 @@ def dps(hub):
     bg.__exit__(None, None, None)
 
 
-def dps_device(provision_device, hub, dps, device_id, auth="x509_thumbprint", **config) -> ProvisionedDevice:
+def dps_device(provision_device, hub, dps, device_id, auth="x509_thumbprint", extra_files_more=None,
+               **config) -> ProvisionedDevice:
     """An image that knows DPS (ID scope, where to dial it, its root) and nothing of the hub's registry."""
     config.setdefault("dps_id_scope", dps.id_scope)
+    files = {"/azure-iot/roots/dps-rsa-root.der": dps.root_der()}
+    files.update(extra_files_more or {})
     return provision_device(device_id, hub, auth=auth, register=False, dps_address="127.0.0.1",
-                            dps_port=dps.port, extra_files={"/azure-iot/roots/dps-rsa-root.der": dps.root_der()},
-                            **config)
+                            dps_port=dps.port, extra_files=files, **config)
 
 
 def outcome(run):
@@ -78,7 +80,7 @@ def test_refusals_are_typed_errors_that_name_the_cause(hub, dps, provision_devic
     dev = dps_device(provision_device, hub, dps, "dev-dps-refused", auth="sas")
     run = run_device(dev.image_path, DPS_APP)  # not enrolled
     assert outcome(run).startswith("ERROR ProvisioningError DPS refused the login of 'dev-dps-refused' (CONNACK 5)")
-    assert dps.attempts[-1][1] == "refused: no enrollment for registration id 'dev-dps-refused'"
+    assert dps.attempts[-1][1] == "refused: no symmetric key enrollment for registration id 'dev-dps-refused'"
 
     dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key, enabled=False)
     run = run_device(dev.image_path, DPS_APP)
@@ -122,3 +124,89 @@ def test_the_emulated_dps_takes_skn_registration_or_none_and_refuses_any_other_p
     assert sas.check(base + "&skn=iothubowner", resource, [key], policy="registration") == \
         "SAS token may name skn=registration only"
     assert sas.check(base + "&skn=registration", resource, [key]) is not None  # a hub token names none
+
+
+GROUP_KEY = "Z3JvdXAta2V5LWZvci1hLWZsZWV0LW9mLXRoZXJtb3N0YXRzLTAx"
+
+
+@pytest.mark.parametrize("where", ["on the device", "on the host"])
+def test_a_symmetric_key_group_with_the_device_key_derived_on_the_device_or_on_the_host(
+        hub, dps, provision_device, run_device, where):
+    """On the device: the group key is on its flash (dps_group_key_file), and so every device's key.
+    On the host: only the derived key reaches the device (as sas_key_file), the group key never."""
+    from aziot_tools.hub.dps import derived_key
+
+    dps.enrollments.add_group("thermostats", "symmetric_key", primary_key=GROUP_KEY,
+                              initial_twin={"properties": {"desired": {"interval_s": 30}}})
+    device_id = "dev-grp-" + where.split()[1]
+    if where == "on the device":
+        dev = dps_device(provision_device, hub, dps, device_id, auth="sas", dps_group_key_file="/azure-iot/group.key",
+                         extra_files_more={"/azure-iot/group.key": GROUP_KEY.encode()})
+    else:
+        dev = dps_device(provision_device, hub, dps, device_id, auth="sas",
+                         extra_files_more={"/azure-iot/sas.key": derived_key(GROUP_KEY, device_id).encode()})
+        assert GROUP_KEY.encode() not in open(dev.image_path, "rb").read()
+    run = run_device(dev.image_path, DPS_APP)
+    assert outcome(run) == "DONE %s %s" % (hub.hub_host, device_id), run.output
+    assert hub.get_twin(device_id)["properties"]["desired"]["interval_s"] == 30  # the group's initial twin
+    assert [m.payload for m in hub.telemetry(device_id)] == [b'{"t": 21.5}']
+
+
+def test_an_x509_group_under_an_intermediate_ca(hub, dps, provision_device, run_device):
+    """The group holds the production line's intermediate; the device's certificate, issued by it,
+    has the registration id as CN. (A group holding the root needs the device to present the
+    intermediate too: that takes PEM parsing, which the PyPI Unix port's mbedTLS lacks.)"""
+    from aziot_tools import pki
+
+    line = pki.make_intermediate_ca("production line 4", pki.make_device_ca("fleet root"))
+    dps.enrollments.add_group("line-4", "x509", ca_cert_pem=line.cert_pem)
+    leaf = pki.make_device_identity("dev-line4-0001", line)
+    dev = dps_device(provision_device, hub, dps, "dev-line4-0001", identity=leaf)
+    run = run_device(dev.image_path, DPS_APP)
+    assert outcome(run) == "DONE %s dev-line4-0001" % hub.hub_host, run.output
+    stranger = dps_device(provision_device, hub, dps, "dev-elsewhere")  # self-signed: under no group
+    run = run_device(stranger.image_path, DPS_APP)
+    assert outcome(run).startswith("ERROR ProvisioningError DPS refused the login of 'dev-elsewhere' (CONNACK 5)")
+    assert dps.attempts[-1][1] == "refused: client certificate does not chain to a registered certificate authority"
+
+
+def test_hashed_allocation_spreads_a_group_over_two_hubs_and_static_pins_it(
+        start_hub, hub_state, provision_device, run_device, tmp_path):
+    from aziot_tools.hub.dps import BackgroundDps
+    from aziot_tools.hub.server import BackgroundHub
+
+    first = start_hub()
+    second_bg = BackgroundHub(str(tmp_path / "second"), port=0, hub_host="second-hub.azure-devices.net")
+    second = second_bg.__enter__()  # a registry and chains of its own
+    bg = BackgroundDps(hub_state, [first, second], assign_delay_s=1)
+    dps = bg.__enter__()
+    roots = {"/azure-iot/roots/second-%s.der" % kind: second.identity.read("%s-root.der" % kind)
+             for kind in ("ecc", "rsa")}
+    try:
+        dps.enrollments.add_group("spread", "symmetric_key", primary_key=GROUP_KEY)
+        assigned = {}
+        for n in range(6):
+            device_id = "dev-spread-%d" % n
+            dev = dps_device(provision_device, first, dps, device_id, auth="sas", address="127.0.0.1",
+                             dps_group_key_file="/azure-iot/group.key",
+                             extra_files_more=dict(roots, **{"/azure-iot/group.key": GROUP_KEY.encode()}))
+            run = run_device(dev.image_path, """
+                from aziot import dps
+                cfg = dps.hub_config()
+                print("ASSIGNED", cfg.hub_host)
+            """)
+            assigned[device_id] = run.stdout.split()[-1]
+        assert set(assigned.values()) == {first.hub_host, second.hub_host}, assigned  # both get some
+        for device_id, host in assigned.items():  # each device exists in its hub's registry only
+            hub = first if host == first.hub_host else second
+            other = second if hub is first else first
+            assert hub.registry.device(device_id) and not other.registry.device(device_id)
+        dps.enrollments.add_individual("dev-pinned", "symmetric_key", primary_key=GROUP_KEY,
+                                       hubs=[second.hub_host], allocation="static")
+        dev = dps_device(provision_device, first, dps, "dev-pinned", auth="sas",
+                         extra_files_more={"/azure-iot/sas.key": GROUP_KEY.encode()})
+        run = run_device(dev.image_path, "from aziot import dps\nprint('ASSIGNED', dps.hub_config().hub_host)\n")
+        assert run.stdout.split()[-1] == second.hub_host, run.output
+    finally:
+        bg.__exit__(None, None, None)
+        second_bg.__exit__(None, None, None)

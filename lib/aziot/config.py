@@ -46,6 +46,7 @@ _SCHEMA = {
     "dps_registration_id": (str, ""),  # default: device_id (X.509: the certificate's CN)
     "dps_assignment_file": (str, "/azure-iot/dps-assignment.json"),  # where DPS sent the device
     "dps_timeout": (int, 60),  # seconds for the whole registration, polling included
+    "dps_group_key_file": (str, ""),  # auth "sas": a symmetric key group's key; the device key is derived
 }
 
 AUTH_METHODS = ("x509", "sas")
@@ -85,6 +86,8 @@ class Config:
                 raise ConfigError("%s: DPS needs 'dps_registration_id' (or 'device_id')" % source)
             if not 0 < self.dps_port < 65536 or not 0 < self.dps_timeout <= 3600:
                 raise ConfigError("%s: key 'dps_port' must be 1..65535 and 'dps_timeout' 1..3600 s" % source)
+            if self.dps_group_key_file and self.auth != "sas":
+                raise ConfigError("%s: key 'dps_group_key_file' needs auth 'sas'" % source)
         elif not self.hub_host or not self.device_id:
             raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty (or set 'dps_id_scope')"
                               % source)

@@ -163,7 +163,7 @@ class DpsClient:
         if cfg.auth == "sas":
             if not clock.is_set(now):
                 raise ClockError("the clock reads %s: a SAS token needs the current time" % clock.format_utc(now))
-            key = sas.read_key(cfg.sas_key_file)
+            key = sas.device_key(cfg)
             password = sas.token(provisioning.sas_resource(cfg.dps_id_scope, self.registration_id), key,
                                  int(now) + _SAS_TTL, provisioning.SAS_POLICY)
             credentials, message = (None, None, "", ""), 0

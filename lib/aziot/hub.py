@@ -104,7 +104,7 @@ class HubClient(CloudHandlers):
             if not clock.is_set(now):
                 raise ClockError("the clock reads %s: a SAS token needs the current time "
                                  "(call aziot.clock.sync() or set the RTC first)" % clock.format_utc(now))
-            key = sas.read_key(cfg.sas_key_file)
+            key = sas.device_key(cfg)
             expiry = int(now) + cfg.sas_ttl
             password = sas.token(sas.resource(cfg.hub_host, cfg.device_id, cfg.module_id), key, expiry)
             self._renew_at = int(now) + cfg.sas_ttl * 4 // 5  # well before the hub would drop us

@@ -78,3 +78,11 @@ def token(resource_uri, key_b64, expiry, policy=None):
 def derive_device_key(group_key_b64, registration_id):
     """A DPS group enrollment's device key: base64(HMAC-SHA256(group key, registration id))."""
     return b64encode(hmac_sha256(decode_key(group_key_b64, "group enrollment key"), registration_id.encode()))
+
+
+def device_key(config):
+    """The device's SAS key: the one in sas_key_file, or, with dps_group_key_file, its key under a DPS
+    symmetric key group, derived here from the group key (which then lives on the device)."""
+    if config.dps_group_key_file:
+        return derive_device_key(read_key(config.dps_group_key_file), config.registration_id)
+    return read_key(config.sas_key_file)

@@ -26,8 +26,10 @@ DPS presents an RSA chain (DigiCert Global Root G2); so does this, for every off
 """
 
 import asyncio
+import base64
 import datetime
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -36,12 +38,13 @@ import time
 import uuid
 from urllib.parse import parse_qs, unquote
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from .. import pki
 from . import mqttwire, sas, tlspolicy
-from .registry import Registry
+from .registry import Registry, _chain_to_ca
 from .server import ServerIdentity
 
 log = logging.getLogger("aziot.dps")
@@ -63,9 +66,11 @@ class Enrollments:
 
     def _load(self) -> dict:
         if not os.path.exists(self.path):
-            return {"individual": {}, "registrations": {}}
+            return {"individual": {}, "groups": {}, "registrations": {}}
         with open(self.path) as f:
-            return json.load(f)
+            data = json.load(f)
+        data.setdefault("groups", {})
+        return data
 
     def _save(self, data: dict):
         tmp = self.path + ".tmp"
@@ -74,25 +79,52 @@ class Enrollments:
         os.replace(tmp, self.path)
 
     def add_individual(self, registration_id: str, attestation: str, *, thumbprint: str = "",
-                       primary_key: str = "", device_id: str = "", hub: str = "", enabled: bool = True,
-                       initial_twin: dict = None):
+                       primary_key: str = "", device_id: str = "", hubs=(), allocation: str = "hashed",
+                       enabled: bool = True, initial_twin: dict = None):
+        """hubs: the linked hubs' host names to allocate among (empty: all of this DPS's)."""
         if attestation not in ATTESTATIONS:
             raise ValueError("attestation must be one of %s, not %r" % (", ".join(ATTESTATIONS), attestation))
         if attestation == "x509" and not thumbprint:
             raise ValueError("an X.509 enrollment needs the device certificate's thumbprint")
         if attestation == "symmetric_key" and not primary_key:
             raise ValueError("a symmetric key enrollment needs a primary key")
+        _check_allocation(allocation, hubs)
         data = self._load()
         data["individual"][registration_id.lower()] = {
             "registrationId": registration_id, "attestation": attestation, "thumbprint": thumbprint.upper(),
-            "primaryKey": primary_key, "deviceId": device_id or registration_id, "hub": hub,
+            "primaryKey": primary_key, "deviceId": device_id or registration_id, "hubs": list(hubs),
+            "allocation": allocation, "enabled": enabled, "initialTwin": initial_twin or {}}
+        self._save(data)
+
+    def add_group(self, group_id: str, attestation: str, *, primary_key: str = "", ca_cert_pem: bytes = b"",
+                  hubs=(), allocation: str = "hashed", enabled: bool = True, initial_twin: dict = None):
+        """A group enrollment: symmetric key (each device's key is HMAC-SHA256(group key, its
+        registration id)) or X.509 (devices whose chain leads to ca_cert_pem, a root or an
+        intermediate; each device's id is its certificate's CN)."""
+        if attestation not in ATTESTATIONS:
+            raise ValueError("attestation must be one of %s, not %r" % (", ".join(ATTESTATIONS), attestation))
+        if attestation == "x509":
+            x509.load_pem_x509_certificate(ca_cert_pem)  # refuse garbage now, not at login
+        elif not primary_key:
+            raise ValueError("a symmetric key group needs a primary key")
+        _check_allocation(allocation, hubs)
+        data = self._load()
+        data["groups"][group_id.lower()] = {
+            "groupId": group_id, "attestation": attestation, "primaryKey": primary_key,
+            "caCertPem": ca_cert_pem.decode() if ca_cert_pem else "", "hubs": list(hubs), "allocation": allocation,
             "enabled": enabled, "initialTwin": initial_twin or {}}
         self._save(data)
 
-    def set_enabled(self, registration_id: str, enabled: bool):
+    def set_enabled(self, enrollment_id: str, enabled: bool, group: bool = False):
         data = self._load()
-        data["individual"][registration_id.lower()]["enabled"] = enabled
+        table = data["groups" if group else "individual"]
+        if enrollment_id.lower() not in table:
+            raise KeyError("no %s enrollment %r" % ("group" if group else "individual", enrollment_id))
+        table[enrollment_id.lower()]["enabled"] = enabled
         self._save(data)
+
+    def groups(self) -> list:
+        return list(self._load()["groups"].values())
 
     def individual(self, registration_id: str):
         return self._load()["individual"].get(registration_id.lower())  # ids are case-insensitive
@@ -107,6 +139,24 @@ class Enrollments:
 
     def registrations(self) -> list:
         return list(self._load()["registrations"].values())
+
+
+ALLOCATIONS = ("hashed", "static")
+
+
+def _check_allocation(allocation, hubs):
+    # "Evenly weighted distribution" (hashed) and "static configuration" ("How to use allocation
+    # policies", Microsoft Learn); static names exactly one hub.
+    if allocation not in ALLOCATIONS:
+        raise ValueError("allocation must be one of %s, not %r" % (", ".join(ALLOCATIONS), allocation))
+    if allocation == "static" and len(hubs) != 1:
+        raise ValueError("static allocation names exactly one hub")
+
+
+def derived_key(group_key_b64: str, registration_id: str) -> str:
+    """A symmetric key group's device key ("Symmetric key attestation", Microsoft Learn)."""
+    digest = hmac.new(base64.b64decode(group_key_b64), registration_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
 
 
 class DpsEmulator:
@@ -127,6 +177,7 @@ class DpsEmulator:
         self._ctx = tlspolicy.make_server_context(None, self.identity.pair("rsa"), self.identity.dir)
         self.attempts = []  # (registration id or None, result), one per connection
         self._operations = {}  # operation id -> (registration id, started, request payload)
+        self._logins = {}  # registration id (lower case) -> (enrollment, its key or thumbprint) of its login
         self._server = None
         self._handlers = set()
         self._lock = threading.Lock()
@@ -226,18 +277,16 @@ class DpsEmulator:
             return registration_id, "ID scope %r is not this DPS's (%s)" % (scope, self.id_scope)
         if connect.client_id != registration_id:
             return registration_id, "client id %r is not the registration id" % connect.client_id
-        enrollment = self.enrollments.individual(registration_id)
-        if enrollment is None:
-            return registration_id, "no enrollment for registration id %r" % registration_id
-        if enrollment["attestation"] == "symmetric_key":
-            if connect.password is None:
-                return registration_id, "a symmetric key enrollment needs a SAS token"
-            resource = "%s/registrations/%s" % (self.id_scope, registration_id)
-            reason = sas.check(connect.password.decode("utf-8", "replace"), resource, (enrollment["primaryKey"],),
-                               policy="registration")
-            return registration_id, reason
         if connect.password is not None:
-            return registration_id, "an X.509 enrollment takes no password"
+            token = connect.password.decode("utf-8", "replace")
+            resource = "%s/registrations/%s" % (self.id_scope, registration_id)
+            reason = "no symmetric key enrollment for registration id %r" % registration_id
+            for enrollment, key in self._symmetric_candidates(registration_id):
+                reason = sas.check(token, resource, (key,), policy="registration")
+                if reason is None:
+                    self._logins[registration_id.lower()] = (enrollment, key)
+                    return registration_id, None
+            return registration_id, reason
         if not chain:
             return registration_id, "no client certificate was presented"
         leaf = chain[0]
@@ -248,10 +297,34 @@ class DpsEmulator:
         if not cns or cns[0].value != registration_id:
             return registration_id, "certificate CN %r is not the registration id" % (cns[0].value if cns else None)
         der = leaf.public_bytes(Encoding.DER)
-        if enrollment["thumbprint"] not in (hashlib.sha1(der).hexdigest().upper(),
-                                            hashlib.sha256(der).hexdigest().upper()):
-            return registration_id, "client certificate is not the enrolled one"
-        return registration_id, None
+        thumbprints = (hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest().upper())
+        individual = self.enrollments.individual(registration_id)
+        if individual is not None and individual["attestation"] == "x509":
+            if individual["thumbprint"] not in thumbprints:
+                return registration_id, "client certificate is not the enrolled one"
+            self._logins[registration_id.lower()] = (individual, thumbprints[1])
+            return registration_id, None
+        reason = "no X.509 enrollment for registration id %r" % registration_id
+        for group in self.enrollments.groups():
+            if group["attestation"] == "x509":
+                ca = x509.load_pem_x509_certificate(group["caCertPem"].encode())
+                reason = _chain_to_ca(chain, [ca], now)
+                if reason is None:
+                    self._logins[registration_id.lower()] = (group, thumbprints[1])
+                    return registration_id, None
+        return registration_id, reason
+
+    def _symmetric_candidates(self, registration_id):
+        """(enrollment, key) pairs a token for this registration id may be signed with: its
+        individual enrollment's key, else each symmetric key group's derived key."""
+        individual = self.enrollments.individual(registration_id)
+        if individual is not None:
+            if individual["attestation"] == "symmetric_key":
+                yield individual, individual["primaryKey"]
+            return  # an individual enrollment takes precedence over groups
+        for group in self.enrollments.groups():
+            if group["attestation"] == "symmetric_key":
+                yield group, derived_key(group["primaryKey"], registration_id)
 
     def _on_request(self, registration_id, pub, attempt):
         """(status, query pairs, body) answering a register or operation-status request."""
@@ -285,26 +358,41 @@ class DpsEmulator:
         return 200, answer, {"operationId": operation, "status": state["status"], "registrationState": state}
 
     def _assign(self, registration_id, payload):
-        enrollment = self.enrollments.individual(registration_id)
+        enrollment, credential = self._logins[registration_id.lower()]
         now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
                  "etag": hashlib.sha1(now.encode()).hexdigest()}
         if not enrollment["enabled"]:
             state.update(status="disabled", errorCode=400209, errorMessage="the enrollment is disabled")
         else:
-            hub = self.hubs[enrollment["hub"] or self.default_hub]
-            device_id = enrollment["deviceId"]
+            hub = self.hubs[self._allocate(enrollment, registration_id)]
+            device_id = enrollment.get("deviceId") or registration_id
             registry = Registry(os.path.join(hub.state_dir, "registry.json"))
             if enrollment["attestation"] == "x509":
-                registry.add_device(device_id, "x509_thumbprint", enrollment["thumbprint"])
+                registry.add_device(device_id, "x509_thumbprint", credential)
             else:
-                registry.add_device(device_id, "sas", primary_key=enrollment["primaryKey"])
+                registry.add_device(device_id, "sas", primary_key=credential)
+            desired = (enrollment.get("initialTwin") or {}).get("properties", {}).get("desired")
+            if desired:  # the enrollment's initial twin state ({"properties": {"desired": {...}}})
+                hub.update_desired(device_id, desired)
             state.update(status="assigned", substatus="initialAssignment", assignedHub=hub.hub_host,
                          deviceId=device_id)
             if payload is not None:
                 state["payload"] = payload
         self.enrollments.record(registration_id, state)
         return state
+
+    def _allocate(self, enrollment, registration_id):
+        """The hub for this registration: the one a static policy names, else an even hash of the
+        registration id over the enrollment's hubs (all linked hubs when it names none)."""
+        hubs = enrollment.get("hubs") or sorted(self.hubs)
+        unknown = [h for h in hubs if h not in self.hubs]
+        if unknown:
+            raise ValueError("enrollment names hub %r, which is not linked to this DPS" % unknown[0])
+        if enrollment.get("allocation") == "static":
+            return hubs[0]
+        digest = hashlib.sha256(registration_id.lower().encode()).digest()
+        return hubs[int.from_bytes(digest[:4], "big") % len(hubs)]
 
 
 def _error(code: int, message: str) -> dict:

@@ -210,3 +210,32 @@ def test_hashed_allocation_spreads_a_group_over_two_hubs_and_static_pins_it(
     finally:
         bg.__exit__(None, None, None)
         second_bg.__exit__(None, None, None)
+
+
+def test_a_device_the_hub_refuses_asks_dps_again_and_reconnects(hub, dps, provision_device, run_device):
+    """The stored assignment names a hub that now refuses the device (CONNACK 5: here, disabled
+    there): connect() raises, and the next attempt from poll() registers with DPS again first."""
+    dev = dps_device(provision_device, hub, dps, "dev-dps-again", auth="sas")
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    assert outcome(run_device(dev.image_path, DPS_APP)).startswith("DONE")
+    hub.registry.add_device(dev.device_id, "sas", primary_key=dev.sas_key, status="disabled")
+    run = run_device(dev.image_path, """
+        import time
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        events = []
+        hub.on_link = lambda kind, detail: events.append(kind)
+        try:
+            hub.connect()
+        except Exception as e:
+            print("REFUSED", type(e).__name__, e)
+        end = time.ticks_add(time.ticks_ms(), 15000)
+        while not hub.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
+            hub.poll(100)
+        hub.send_telemetry(b"back")
+        print("RECONNECTED", hub.stats["reprovisions"], [e for e in events if e in ("reprovisioned", "connected")])
+    """, timeout=60)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("REFUSED ConnectionRefused hub refused the connection: CONNACK 5"), run.output
+    assert lines[1] == "RECONNECTED 1 ['reprovisioned', 'connected']", run.output
+    assert [a[1] for a in dps.attempts][-1] == "assigned" and hub.registry.device(dev.device_id)["status"] == "enabled"

@@ -33,6 +33,11 @@ from .profiles import ProfileChooser
 from .link import open_tls
 
 _CONNACK_SERVER_UNAVAILABLE = 3  # the hub is busy or throttling: wait longer
+# With DPS: the hub no longer takes this identity (CONNACK 4 bad credentials, 5 not authorized), or
+# 10 attempts in a row failed: provision again ("Manage connectivity...", Microsoft Learn; the
+# Embedded C SDK's guidance: re-provision after repeated hub failures or 401/403/404).
+_CONNACK_REFUSED_IDENTITY = (4, 5)
+_REPROVISION_AFTER = 10
 
 
 def _boot_prefix():
@@ -69,7 +74,9 @@ class HubClient(CloudHandlers):
         self.backoff = Backoff(config.reconnect_min_ms, config.reconnect_max_ms, config.throttle_ms)
         self.profiles = ProfileChooser(config.tls_profile, config.hub_host, config.tls_memory_file,
                                        config.tls_probe_s)
-        self.stats = {"connects": 0, "connect_failures": 0, "links_lost": 0, "renewals": 0, "sent": 0}
+        self.stats = {"connects": 0, "connect_failures": 0, "links_lost": 0, "renewals": 0, "sent": 0,
+                      "reprovisions": 0}
+        self._reprovision = False  # DPS: register again before the next attempt
         self.last_error = None  # the last failure poll() rode through, for logs
         self._reconnect = False  # becomes True with the first connect()
         self._next_attempt = 0  # ticks_ms of the next reconnect attempt
@@ -85,7 +92,14 @@ class HubClient(CloudHandlers):
 
     @classmethod
     def from_flash(cls, path=DEFAULT_PATH, **kwargs):
-        return cls(load_config(path), **kwargs)
+        """The client the config on flash describes; with dps_id_scope, for the hub DPS assigned
+        (stored, or registered now: see aziot.dps)."""
+        config = load_config(path)
+        if config.dps_id_scope:
+            from . import dps
+
+            config = dps.hub_config(config, clock_now=kwargs.get("clock_now", clock.unix_time))
+        return cls(config, **kwargs)
 
     @property
     def connected(self):
@@ -128,9 +142,28 @@ class HubClient(CloudHandlers):
             raise RuntimeError("connect() while a connection attempt is in progress")
         self._connecting = True
         try:
+            if self._reprovision:
+                self._provision_again()
             return self._open()
+        except ConnectionRefused as e:
+            if self.config.dps_id_scope and e.code in _CONNACK_REFUSED_IDENTITY:
+                self._reprovision = True  # the next attempt asks DPS where this device belongs now
+            raise
         finally:
             self._connecting = False
+
+    def _provision_again(self):
+        from . import dps
+
+        assignment = dps.DpsClient(self.config, self._now).register()
+        dps.save_assignment(self.config.dps_assignment_file, assignment)
+        self._reprovision = False
+        self.stats["reprovisions"] += 1
+        if (assignment.hub_host, assignment.device_id) != (self.config.hub_host, self.config.device_id):
+            self.config = self.config.assigned(assignment.hub_host, assignment.device_id)
+            self.profiles = ProfileChooser(self.config.tls_profile, self.config.hub_host,
+                                           self.config.tls_memory_file, self.config.tls_probe_s)
+        self._event("reprovisioned", assignment.hub_host)
 
     def _open(self):
         cfg = self.config
@@ -234,6 +267,8 @@ class HubClient(CloudHandlers):
             self.last_error = e
             if self._session is not None:
                 self._session.close()
+            if self.config.dps_id_scope and self.backoff.failures + 1 >= _REPROVISION_AFTER:
+                self._reprovision = True
             self._schedule_retry(isinstance(e, ConnectionRefused) and e.code == _CONNACK_SERVER_UNAVAILABLE)
             return False
 

@@ -239,3 +239,26 @@ def test_a_device_the_hub_refuses_asks_dps_again_and_reconnects(hub, dps, provis
     assert lines[0].startswith("REFUSED ConnectionRefused hub refused the connection: CONNACK 5"), run.output
     assert lines[1] == "RECONNECTED 1 ['reprovisioned', 'connected']", run.output
     assert [a[1] for a in dps.attempts][-1] == "assigned" and hub.registry.device(dev.device_id)["status"] == "enabled"
+
+
+def test_dps_unreachable_or_too_slow_ends_within_the_deadline(hub, hub_state, provision_device, run_device):
+    from devicecode import free_port
+
+    dead = provision_device("dev-dps-dead", hub, auth="sas", register=False, dps_id_scope="0ne00AZ10T1",
+                            dps_address="127.0.0.1", dps_port=free_port(), timeout=2)
+    run = run_device(dead.image_path, DPS_APP)
+    assert outcome(run).startswith("ERROR ConnectionLost DPS global.azure-devices-provisioning.net: "
+                                   "cannot connect to 127.0.0.1:"), run.output
+
+    bg = BackgroundDps(hub_state, [hub], assign_delay_s=5)  # DPS asks for 5 s per poll
+    dps = bg.__enter__()
+    try:
+        dev = dps_device(provision_device, hub, dps, "dev-dps-slow", auth="sas", dps_timeout=3)
+        dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+        started = time.monotonic()
+        run = run_device(dev.image_path, DPS_APP)
+        took = time.monotonic() - started
+    finally:
+        bg.__exit__(None, None, None)
+    assert outcome(run) == "ERROR ProvisioningError DPS asked to wait 5 s, past the 3 s dps_timeout", run.output
+    assert took < 10, took

@@ -246,6 +246,10 @@ def build_parser():
                    help="loopback port of the service API for method/twin/c2d (default: any free port)")
     p.set_defaults(func=cmd_hub)
 
+    from . import dpscli
+
+    dpscli.add_parser(sub, _add_state)
+
     p = sub.add_parser("method", help="invoke a direct method on a connected device",
                        description="Call a direct method through the running emulator and print the "
                                    "device's status and JSON answer (exit 2 for a non-2xx status).")
@@ -318,6 +322,10 @@ def build_parser():
     p.add_argument("--address", help="address the device dials, when not the hub host name")
     p.add_argument("--port", type=int, help="port the device dials (default 8883)")
     p.add_argument("--main", help="device app to store as /main.py")
+    p.add_argument("--dps-id-scope", help="provision through DPS with this ID scope: enroll the device there "
+                                          "(the emulated DPS, or print the az command) instead of registering it")
+    p.add_argument("--dps-address", help="address the device dials for DPS, when not its host name")
+    p.add_argument("--dps-port", type=int, help="port the device dials for DPS (default 8883)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("run", help="run a device image under the MicroPython Unix port",

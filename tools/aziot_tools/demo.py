@@ -10,7 +10,8 @@ desired-property change that comes back as a reported property, a
 cloud-to-device message, and a "reboot" method that ends the app. Then the
 same identity, provisioned afresh, meets a preview-mode hub of the same
 name, where it gets the ECC chain (and MFL, on a firmware with the aziot_tls
-hook).
+hook). Last, a device that knows only the Device Provisioning Service
+(emulated beside a hub) is assigned its hub there and sends a reading.
 """
 
 import logging
@@ -49,13 +50,41 @@ def main(args) -> int:
         if "max fragment length none" in run_preview.stdout:
             print("   (no MFL: this Unix port lacks the aziot_tls hook; with `make unix-mfl MPY_DIR=...` and "
                   "MICROPYTHON=build/unix-mfl/micropython the preview hub agrees to 2048)")
+    dps_messages = _through_dps(state)
     print("== emulators stopped")
     ok = (run.returncode == 0 and len(messages) == args.messages and steered
-          and run_preview.returncode == 0 and len(preview_messages) == 1)
-    print("demo %s: %d of %d messages received on the standard hub, %d of 1 on the preview hub, "
-          "cloud-to-device steps %s" % ("OK" if ok else "FAILED", len(messages), args.messages,
-                                        len(preview_messages), "all answered" if steered else "FAILED"))
+          and run_preview.returncode == 0 and len(preview_messages) == 1 and len(dps_messages) == 1)
+    print("demo %s: %d of %d messages received on the standard hub, %d of 1 on the preview hub, %d of 1 from "
+          "the DPS-provisioned device, cloud-to-device steps %s"
+          % ("OK" if ok else "FAILED", len(messages), args.messages, len(preview_messages), len(dps_messages),
+             "all answered" if steered else "FAILED"))
     return 0 if ok else 1
+
+
+def _through_dps(state):
+    """A fleet device that knows only DPS: DPS assigns it to the hub, then it sends telemetry there."""
+    from .hub.dps import BackgroundDps
+
+    print("== a device that knows only DPS (symmetric key individual enrollment); DPS assigns its hub")
+    device_id = "thermo-dps-0001"
+    with BackgroundHub(state, port=0) as hub, BackgroundDps(state, [hub], assign_delay_s=1) as dps:
+        print("   DPS %s (ID scope %s) on 127.0.0.1:%d, hub on 127.0.0.1:%d" % (
+            "global.azure-devices-provisioning.net", dps.id_scope, dps.port, hub.port))
+        image = os.path.join(state, device_id + ".img")
+        dev = provision.provision(state, device_id, image, auth="sas", register=False, address="127.0.0.1",
+                                  port=hub.port, dps_id_scope=dps.id_scope, dps_address="127.0.0.1",
+                                  dps_port=dps.port, extra_files={"/azure-iot/roots/dps-rsa-root.der": dps.root_der()})
+        dps.enrollments.add_individual(device_id, "symmetric_key", primary_key=dev.sas_key)
+        run = device.run(image, os.path.join(paths.EXAMPLES, "telemetry.py"), "1", timeout=120)
+        for line in run.output.splitlines():
+            print("   device> " + line)
+        for r in dps.enrollments.registrations():
+            print("   DPS registration %s: %s to %s as %s" % (r["registrationId"], r["status"],
+                                                             r.get("assignedHub"), r.get("deviceId")))
+        messages = hub.telemetry(device_id)
+        for m in messages:
+            print("   hub telemetry from %s: %s" % (device_id, m.payload.decode()))
+    return messages
 
 
 def _telemetry(hub, image, count):

@@ -56,8 +56,24 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
         overrides["address"] = opts.address
     if opts.port:
         overrides["port"] = opts.port
+    dps_scope = getattr(opts, "dps_id_scope", None)
+    if dps_scope:  # DPS tells the device its hub and creates it there: no hub registration here
+        if auth == "x509_ca":
+            raise provision.ProvisionError("--dps-id-scope with x509_ca: enroll the CA as a DPS group "
+                                           "(aziot dps enroll-group ID --x509-ca CA_PEM) and provision x509_ca "
+                                           "devices without --dps-id-scope for now")
+        overrides["dps_id_scope"] = dps_scope
+        if getattr(opts, "dps_address", None):
+            overrides["dps_address"] = opts.dps_address
+        if getattr(opts, "dps_port", None):
+            overrides["dps_port"] = opts.dps_port
+        if to_emulator:
+            from .hub.dps import DPS_HOST
+
+            extra["/azure-iot/roots/dps-rsa-root.der"] = ServerIdentity(
+                os.path.join(opts.state, "dps"), DPS_HOST).read("rsa-root.der")
     dev = provision.provision(opts.state, device_id, image, auth=auth, hub_host=opts.hub_host, roots=opts.roots,
-                              register=to_emulator, main_py=main_py, ca=ca, days=opts.days,
+                              register=to_emulator and not dps_scope, main_py=main_py, ca=ca, days=opts.days,
                               board=getattr(opts, "board", None), extra_files=extra, **overrides)
     report = {"device_id": device_id, "auth": auth, "image": image,
               "wifi": {"ssid": opts.wifi_ssid, "password": bool(opts.wifi_password_file)}
@@ -65,6 +81,8 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
               "files": {path: len(data) for path, data in sorted(dev.files.items())},
               "registered_with_emulator": opts.state if to_emulator else None, "register": []}
     hub_name = opts.hub_host.split(".")[0]
+    if dps_scope:
+        return _dps_report(opts, report, dev, folder, device_id, to_emulator)
     if dev.sas_key:
         report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
         report["register"].append(
@@ -89,6 +107,33 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
         report["register"].append(
             "az iot hub device-identity create --hub-name %s --device-id %s --auth-method x509_ca"
             % (q(hub_name), q(device_id)))
+    return report
+
+
+def _dps_report(opts, report, dev, folder, device_id, to_emulator):
+    """Enroll the device individually with the emulated DPS, or print how to with a real one."""
+    from .hub.dps import Enrollments
+
+    report["dps_id_scope"] = opts.dps_id_scope
+    report["registered_with_emulator"] = None
+    enrollments = Enrollments(os.path.join(opts.state, "dps", "enrollments.json")) if to_emulator else None
+    dps = "--dps-name \"$DPS\" --resource-group \"$RG\" --enrollment-id %s" % q(device_id)
+    if dev.sas_key:
+        report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
+        if enrollments:
+            enrollments.add_individual(device_id, "symmetric_key", primary_key=dev.sas_key)
+        report["register"].append("az iot dps enrollment create %s --attestation-type symmetrickey "
+                                  "--primary-key \"$(cat %s)\"" % (dps, q(os.path.relpath(report["sas_key_file"]))))
+    else:
+        provision.write_identity(dev.identity, folder, device_id)
+        report.update(thumbprint_sha256=dev.identity.thumbprint_sha256, certificate=os.path.join(folder, device_id + ".pem"),
+                      key=os.path.join(folder, device_id + "-key.pem"),
+                      not_after=dev.identity.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if enrollments:
+            enrollments.add_individual(device_id, "x509", thumbprint=dev.identity.thumbprint_sha256)
+        report["register"].append("az iot dps enrollment create %s --attestation-type x509 --certificate-path %s"
+                                  % (dps, q(os.path.relpath(report["certificate"]))))
+    report["enrolled_with_emulator"] = os.path.join(opts.state, "dps") if to_emulator else None
     return report
 
 
@@ -128,7 +173,13 @@ def report_text(report: dict) -> str:
                                         if report["wifi"]["password"] else "no password: an open network"))
     for path, size in report["files"].items():
         lines.append("  %-44s %6d bytes" % (path, size))
-    if report["registered_with_emulator"]:
+    if report.get("enrolled_with_emulator"):
+        lines.append("enrolled with the emulated DPS in %s (ID scope %s): it assigns the hub at the first boot"
+                     % (os.path.relpath(report["enrolled_with_emulator"]), report["dps_id_scope"]))
+    elif report.get("dps_id_scope"):
+        lines.append("enroll it with your DPS (ID scope %s; set DPS and RG first):" % report["dps_id_scope"])
+        lines.extend("  " + command for command in report["register"])
+    elif report["registered_with_emulator"]:
         lines.append("registered with the emulator in %s" % os.path.relpath(report["registered_with_emulator"]))
     else:
         lines.append("register it on the hub%s:" % (" (the key is read from the file, not typed)"

@@ -326,6 +326,10 @@ def build_parser():
                                           "(the emulated DPS, or print the az command) instead of registering it")
     p.add_argument("--dps-address", help="address the device dials for DPS, when not its host name")
     p.add_argument("--dps-port", type=int, help="port the device dials for DPS (default 8883)")
+    p.add_argument("--dps-group", help="the device belongs to this DPS enrollment group (sas: its key is derived "
+                                       "here from the group key; x509_ca: the group holds the fleet CA)")
+    p.add_argument("--dps-group-key-file", help="sas with --dps-group on a real DPS: the group's primary key, "
+                                                "in a file (never on the command line)")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("run", help="run a device image under the MicroPython Unix port",

@@ -152,13 +152,16 @@ def _serve(args):
                       port=args.port, assign_delay_s=args.delay)
 
     async def serve():
+        from .hub.service_http import ServiceHttp
+
         await hub.start()
         try:
             await dps.start()
-            print("DPS root for devices: %s" % os.path.relpath(dps.identity.root_path("rsa", "der")))
-            print("ID scope %s; DPS on %s:%d; hub %s on %s:%d" % (dps.id_scope, args.listen, dps.port,
-                                                                  hub.hub_host, args.listen, hub.port), flush=True)
-            await asyncio.Event().wait()
+            with ServiceHttp(hub, port=0):  # for aziot method / twin / c2d / telemetry
+                print("DPS root for devices: %s" % os.path.relpath(dps.identity.root_path("rsa", "der")))
+                print("ID scope %s; DPS on %s:%d; hub %s on %s:%d" % (dps.id_scope, args.listen, dps.port,
+                                                                      hub.hub_host, args.listen, hub.port), flush=True)
+                await asyncio.Event().wait()
         finally:
             await dps.stop()
             await hub.stop()

@@ -6,12 +6,14 @@ done locally for the emulator, printed as `az` commands for a real hub.
 A report (a dict) says what was done; the CLI prints it as text or JSON.
 """
 
+import base64
 import csv
 import json
 import os
 import shlex
 
 from . import provision
+from .hub.dps import Enrollments, derived_key
 from .hub.server import ServerIdentity
 
 
@@ -57,11 +59,20 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     if opts.port:
         overrides["port"] = opts.port
     dps_scope = getattr(opts, "dps_id_scope", None)
+    dps_group = getattr(opts, "dps_group", None)
+    group_key = None
+    if dps_group and not dps_scope:
+        raise provision.ProvisionError("--dps-group needs --dps-id-scope")
     if dps_scope:  # DPS tells the device its hub and creates it there: no hub registration here
-        if auth == "x509_ca":
-            raise provision.ProvisionError("--dps-id-scope with x509_ca: enroll the CA as a DPS group "
-                                           "(aziot dps enroll-group ID --x509-ca CA_PEM) and provision x509_ca "
-                                           "devices without --dps-id-scope for now")
+        if auth == "x509_ca" and not dps_group:
+            raise provision.ProvisionError("x509_ca devices provision through a DPS group: give --dps-group")
+        if dps_group and to_emulator and not any(
+                g["groupId"].lower() == dps_group.lower()
+                for g in Enrollments(os.path.join(opts.state, "dps", "enrollments.json")).groups()):
+            raise provision.ProvisionError("the emulated DPS has no group %r: aziot dps enroll-group %s ... first"
+                                           % (dps_group, dps_group))
+        if dps_group and auth == "sas":
+            group_key = _group_key(opts, dps_group, to_emulator)
         overrides["dps_id_scope"] = dps_scope
         if getattr(opts, "dps_address", None):
             overrides["dps_address"] = opts.dps_address
@@ -74,7 +85,8 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
                 os.path.join(opts.state, "dps"), DPS_HOST).read("rsa-root.der")
     dev = provision.provision(opts.state, device_id, image, auth=auth, hub_host=opts.hub_host, roots=opts.roots,
                               register=to_emulator and not dps_scope, main_py=main_py, ca=ca, days=opts.days,
-                              board=getattr(opts, "board", None), extra_files=extra, **overrides)
+                              board=getattr(opts, "board", None), extra_files=extra,
+                              sas_key=derived_key(group_key, device_id) if group_key else None, **overrides)
     report = {"device_id": device_id, "auth": auth, "image": image,
               "wifi": {"ssid": opts.wifi_ssid, "password": bool(opts.wifi_password_file)}
               if getattr(opts, "wifi_ssid", None) else None,
@@ -110,14 +122,51 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
     return report
 
 
-def _dps_report(opts, report, dev, folder, device_id, to_emulator):
-    """Enroll the device individually with the emulated DPS, or print how to with a real one."""
-    from .hub.dps import Enrollments
+def _group_key(opts, group, to_emulator):
+    """The symmetric key group's key, read on the host: only the derived device key goes on flash."""
+    path = getattr(opts, "dps_group_key_file", None) or (
+        os.path.join(opts.state, "dps", "keys", group + ".key") if to_emulator else None)
+    if not path:
+        raise provision.ProvisionError("--dps-group with sas needs --dps-group-key-file (the group's primary key, "
+                                       "from az iot dps enrollment-group show --show-keys)")
+    try:
+        with open(path) as f:
+            key = f.read().strip()
+        base64.b64decode(key, validate=True)
+    except OSError as e:
+        raise provision.ProvisionError("cannot read the group key %s: %s" % (path, e.strerror or e))
+    except ValueError:
+        raise provision.ProvisionError("the group key in %s is not base64" % path)
+    return key
 
+
+def _dps_report(opts, report, dev, folder, device_id, to_emulator):
+    """Enroll the device individually with the emulated DPS (or, in a group, nothing to do), or print
+    how to with a real one."""
     report["dps_id_scope"] = opts.dps_id_scope
     report["registered_with_emulator"] = None
+    group = getattr(opts, "dps_group", None)
     enrollments = Enrollments(os.path.join(opts.state, "dps", "enrollments.json")) if to_emulator else None
-    dps = "--dps-name \"$DPS\" --resource-group \"$RG\" --enrollment-id %s" % q(device_id)
+    dps = "--dps-name \"$DPS\" --resource-group \"$RG\" --enrollment-id %s" % q(group or device_id)
+    if group:
+        report["dps_group"] = group
+        if dev.sas_key:
+            report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
+            report["register"].append("az iot dps enrollment-group create %s" % dps)
+            report["register"].append("az iot dps enrollment-group compute-device-key %s --registration-id %s"
+                                      "   # the device key this image holds (derived here from the group key)"
+                                      % (dps, q(device_id)))
+        else:
+            provision.write_identity(dev.identity, folder, device_id)
+            ca_pem = opts.ca_cert or os.path.join(opts.state, "pki", "device-ca.pem")
+            report.update(thumbprint_sha256=dev.identity.thumbprint_sha256, certificate=os.path.join(
+                folder, device_id + ".pem"), key=os.path.join(folder, device_id + "-key.pem"), ca_certificate=ca_pem,
+                not_after=dev.identity.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            report["register"].append("az iot dps certificate create --dps-name \"$DPS\" --resource-group \"$RG\" "
+                                      "--certificate-name fleet-ca --path %s --verified" % q(os.path.relpath(ca_pem)))
+            report["register"].append("az iot dps enrollment-group create %s --ca-name fleet-ca" % dps)
+        report["enrolled_with_emulator"] = os.path.join(opts.state, "dps") if to_emulator else None
+        return report
     if dev.sas_key:
         report["sas_key_file"] = provision.write_sas_key(dev.sas_key, folder, device_id)
         if enrollments:

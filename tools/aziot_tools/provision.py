@@ -117,18 +117,17 @@ def provision(state_dir: str, device_id: str, image_path: str, *, auth: str = "x
               hub_host: str = pki.DEFAULT_HUB_HOST, roots: str = "emulator", root_kinds=None,
               identity: pki.Identity = None, register: bool = True, main_py: bytes = None,
               ca: pki.Identity = None, days: int = 365, board: str = None, extra_files: dict = None,
-              **config_overrides) -> ProvisionedDevice:
+              sas_key: str = None, **config_overrides) -> ProvisionedDevice:
     """Make (or take) the identity, register it with the emulator, write the image.
 
     roots: "emulator" (the emulator's test roots) or "azure" (the real hub's,
     see roots.py). root_kinds defaults to both chains' roots whatever the
     profile: Microsoft asks devices to carry several roots so that the next
     CA migration, or a move to a hub of the other kind, does not strand them.
-    config_overrides go into config.json.
+    config_overrides go into config.json. sas_key: the device key to use (auth "sas"; default: a new one).
     """
-    sas_key = None
     if auth == "sas":
-        sas_key = base64.b64encode(os.urandom(32)).decode()  # as the hub generates device keys
+        sas_key = sas_key or base64.b64encode(os.urandom(32)).decode()  # as the hub generates device keys
         config_overrides = dict(config_overrides, auth="sas")
     elif identity is None:
         if auth == "x509_ca" and ca is None:

@@ -213,7 +213,7 @@ class DpsEmulator:
             attempt[1] = "tls-ok"
             await self._session(stream, chain, attempt)
         except (tlspolicy.TlsRefused, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
-            log.info("DPS connection ended: %s", e or type(e).__name__)
+            log.info("DPS connection ended: %s", str(e) or type(e).__name__)
         except mqttwire.MalformedPacket as e:
             attempt[1] = "closed: %s" % e
             log.warning("DPS closing a connection: %s", e)
@@ -249,7 +249,7 @@ class DpsEmulator:
                 pub = mqttwire.parse_publish(packet.flags, packet.body)
                 if pub.qos:
                     await stream.write(mqttwire.puback(pub.packet_id))
-                status, query, body = self._on_request(registration_id, pub, attempt)
+                status, query, body = await self._on_request(registration_id, pub, attempt)
                 if not subscribed:
                     continue  # nobody listens for the answer
                 topic = "$dps/registrations/res/%d/?%s" % (status, "&".join("%s=%s" % kv for kv in query))
@@ -326,7 +326,7 @@ class DpsEmulator:
             if group["attestation"] == "symmetric_key":
                 yield group, derived_key(group["primaryKey"], registration_id)
 
-    def _on_request(self, registration_id, pub, attempt):
+    async def _on_request(self, registration_id, pub, attempt):
         """(status, query pairs, body) answering a register or operation-status request."""
         topic, _, query = pub.topic.partition("?")
         fields = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -353,11 +353,11 @@ class DpsEmulator:
         if time.monotonic() - known[1] < self.assign_delay_s:
             return 202, answer + [("retry-after", str(self.assign_delay_s))], {"operationId": operation,
                                                                                "status": "assigning"}
-        state = self._assign(registration_id, known[2])
+        state = await self._assign(registration_id, known[2])
         attempt[1] = state["status"]
         return 200, answer, {"operationId": operation, "status": state["status"], "registrationState": state}
 
-    def _assign(self, registration_id, payload):
+    async def _assign(self, registration_id, payload):
         enrollment, credential = self._logins[registration_id.lower()]
         now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
@@ -374,7 +374,7 @@ class DpsEmulator:
                 registry.add_device(device_id, "sas", primary_key=credential)
             desired = (enrollment.get("initialTwin") or {}).get("properties", {}).get("desired")
             if desired:  # the enrollment's initial twin state ({"properties": {"desired": {...}}})
-                hub.update_desired(device_id, desired)
+                await _on_loop_of(hub, hub._update_desired(device_id, desired))
             state.update(status="assigned", substatus="initialAssignment", assignedHub=hub.hub_host,
                          deviceId=device_id)
             if payload is not None:
@@ -393,6 +393,13 @@ class DpsEmulator:
             return hubs[0]
         digest = hashlib.sha256(registration_id.lower().encode()).digest()
         return hubs[int.from_bytes(digest[:4], "big") % len(hubs)]
+
+
+async def _on_loop_of(hub, coro):
+    """Run coro on the hub's event loop: this one (`aziot dps serve`) or another thread's (tests)."""
+    if hub._loop is asyncio.get_running_loop():
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, hub._loop))
 
 
 def _error(code: int, message: str) -> dict:

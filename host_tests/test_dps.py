@@ -262,3 +262,57 @@ def test_dps_unreachable_or_too_slow_ends_within_the_deadline(hub, hub_state, pr
         bg.__exit__(None, None, None)
     assert outcome(run) == "ERROR ProvisioningError DPS asked to wait 5 s, past the 3 s dps_timeout", run.output
     assert took < 10, took
+
+
+def test_the_command_line_walk_through(tmp_path, run_device):
+    """README "Provision a fleet through DPS": aziot dps serve, enroll-group, provision --dps-group,
+    the device's first boot, registrations; the group key stays on the host."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    aziot = [os.path.join(os.path.dirname(sys.executable), "aziot")]
+    state = str(tmp_path / "fleet")
+    serve = subprocess.Popen(aziot + ["dps", "serve", "--state", state, "--port", "0", "--hub-port", "0", "--delay", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ports = None
+        for line in serve.stdout:
+            m = re.match(r"ID scope (\S+); DPS on 127.0.0.1:(\d+); hub \S+ on 127.0.0.1:(\d+)", line)
+            if m:
+                ports = m.groups()
+                break
+        assert ports, "aziot dps serve printed no ports"
+        scope, dps_port, hub_port = ports
+
+        def cli(*args):
+            return subprocess.run(aziot + list(args) + ["--state", state], capture_output=True, text=True, timeout=60)
+
+        made = cli("dps", "enroll-group", "thermostats", "--symmetric-key", "--desired", '{"interval_s": 30}')
+        assert made.returncode == 0 and "never printed" in made.stdout, made.stderr
+        image = str(tmp_path / "thermo-0001.img")
+        prov = cli("provision", "--device-id", "thermo-0001", "--image", image, "--auth", "sas",
+                   "--dps-id-scope", scope, "--dps-group", "thermostats", "--dps-address", "127.0.0.1",
+                   "--dps-port", dps_port, "--address", "127.0.0.1", "--port", hub_port)
+        assert prov.returncode == 0, prov.stderr
+        with open(os.path.join(state, "dps", "keys", "thermostats.key")) as f:
+            group_key = f.read().strip()
+        assert group_key.encode() not in open(image, "rb").read()
+        run = run_device(image, DPS_APP)
+        assert outcome(run).startswith("DONE emulated-hub.azure-devices.net thermo-0001"), run.output
+        shown = cli("dps", "registrations")
+        assert shown.stdout.split() == ["thermo-0001", "assigned", "emulated-hub.azure-devices.net", "thermo-0001"]
+        twin = cli("twin", "thermo-0001")
+        assert '"interval_s": 30' in twin.stdout, twin.stdout + twin.stderr
+        missing = cli("provision", "--device-id", "thermo-0002", "--image", image, "--auth", "sas",
+                      "--dps-id-scope", scope, "--dps-group", "no-such-group")
+        assert missing.returncode == 2 and "the emulated DPS has no group 'no-such-group'" in missing.stderr
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()

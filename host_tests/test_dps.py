@@ -316,3 +316,42 @@ def test_the_command_line_walk_through(tmp_path, run_device):
         except subprocess.TimeoutExpired:
             serve.kill()
             serve.wait()
+
+
+def test_dps_topics_payloads_and_what_the_device_refuses_to_take_from_dps(mpy):
+    """provisioning.py in micropython: the topics the Python SDK uses, and an assignment that would put
+    something other than a host name into SNI or a device id into topics is refused."""
+    out = mpy("""
+        from aziot import provisioning as p
+        from aziot.errors import ProtocolError, ConfigError
+        print(p.username("0ne00AZ10T1", "dev-1"))
+        print(p.register_topic(7))
+        print(p.query_topic(8, "4.abc def"))
+        print(p.parse_response_topic("$dps/registrations/res/202/?$rid=7&retry-after=3"))
+        print(p.parse_response_topic("$iothub/twin/res/200/?$rid=1"))
+        for bad in ("dev_1.", "d\\u00e9v", "x" * 129, "a/b"):
+            try:
+                p.check_registration_id(bad)
+                print("TOOK", bad)
+            except ConfigError as e:
+                print("ConfigError")
+        for state in ({"assignedHub": "../../etc", "deviceId": "d"}, {"assignedHub": "h.net", "deviceId": "a/b"},
+                      {"assignedHub": "h.net", "deviceId": "d" * 129}, {"assignedHub": "h.net"}, [1]):
+            try:
+                p.Assignment.from_state(state)
+                print("TOOK", state)
+            except ProtocolError as e:
+                print("ProtocolError", str(e)[:40])
+        a = p.Assignment.from_state({"assignedHub": "hub-7.azure-devices.net", "deviceId": "dev-1", "payload": {"k": 1}})
+        print(a.hub_host, a.device_id, a.payload)
+    """)
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "0ne00AZ10T1/registrations/dev-1/api-version=2019-03-31",
+        "$dps/registrations/PUT/iotdps-register/?$rid=7",
+        "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=8&operationId=4.abc%20def",
+        "(202, '7', 3)",
+        "None"]
+    assert lines[5:9] == ["ConfigError"] * 4
+    assert [l.split()[0] for l in lines[9:14]] == ["ProtocolError"] * 5, lines
+    assert lines[14] == "hub-7.azure-devices.net dev-1 {'k': 1}"

@@ -149,7 +149,8 @@ class DpsClient:
                 return status, response
 
     def _wait(self, retry_after, deadline):
-        wait_ms = (provisioning.DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after) * 1000
+        # At least a second between requests, whatever DPS says: a retry-after of 0 must not become a flood.
+        wait_ms = max(provisioning.DEFAULT_RETRY_AFTER_S if retry_after is None else retry_after, 1) * 1000
         left = time.ticks_diff(deadline, time.ticks_ms())
         if wait_ms >= left:
             raise ProvisioningError("DPS asked to wait %d s, past the %d s dps_timeout"

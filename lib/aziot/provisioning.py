@@ -31,6 +31,16 @@ SAS_POLICY = "registration"
 # characters plus the special characters: '-', '.', '_', ':'. The last character must be
 # alphanumeric or dash ('-')" (DPS REST API, Runtime Registration; "Enrollments", Microsoft Learn).
 _ID_SPECIALS = "-._:"
+# IoT Hub device ids: letters, digits and - . % _ * ? ! ( ) , : = @ $ ' ("Understand the identity registry")
+_DEVICE_ID_SPECIALS = "-.%_*?!(),:=@$'"
+
+
+def _made_of(text, specials):
+    """Only ASCII letters, digits and the given specials."""
+    for c in text:
+        if ord(c) > 127 or not (c.isalpha() or c.isdigit() or c in specials):
+            return False
+    return True
 
 
 def check_registration_id(registration_id):
@@ -116,6 +126,11 @@ class Assignment:
         hub, device = state.get("assignedHub"), state.get("deviceId")
         if not isinstance(hub, str) or not hub or not isinstance(device, str) or not device:
             raise ProtocolError("DPS registration state names no assigned hub and device id")
+        # What comes back is used as a host name (SNI, the MQTT user name) and in topics: it must be one.
+        if len(hub) > 253 or not _made_of(hub, "-.") or ".." in hub:
+            raise ProtocolError("DPS assigned a hub whose name is not a host name: %r" % hub[:80])
+        if len(device) > 128 or not _made_of(device, _DEVICE_ID_SPECIALS):
+            raise ProtocolError("DPS assigned a device id IoT Hub would not take: %r" % device[:80])
         return cls(hub, device, state.get("payload"), state.get("substatus"),
                    state.get("registrationId", registration_id))
 

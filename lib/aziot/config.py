@@ -88,9 +88,13 @@ class Config:
                 raise ConfigError("%s: key 'dps_port' must be 1..65535 and 'dps_timeout' 1..3600 s" % source)
             if self.dps_group_key_file and self.auth != "sas":
                 raise ConfigError("%s: key 'dps_group_key_file' needs auth 'sas'" % source)
-        elif not self.hub_host or not self.device_id:
-            raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty (or set 'dps_id_scope')"
-                              % source)
+        else:
+            for key in ("hub_host", "device_id"):
+                if key not in self._values:
+                    raise ConfigError("%s: missing required key %r (or set 'dps_id_scope' to get it from DPS)"
+                                      % (source, key))
+            if not self.hub_host or not self.device_id:
+                raise ConfigError("%s: 'hub_host' and 'device_id' must not be empty" % source)
         if self.auth not in AUTH_METHODS:
             raise ConfigError("%s: key 'auth' must be one of %s, not %r"
                               % (source, ", ".join(AUTH_METHODS), self.auth))

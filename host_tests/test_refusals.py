@@ -227,7 +227,8 @@ def test_config_errors_name_the_key(hub, provision_device, run_device):
     del config["device_id"]
     rewrite_image(dev, {}, config)
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \
-        "ERROR ConfigError /azure-iot/config.json: missing required key 'device_id' (or set 'dps_id_scope' to get it from DPS)"
+        ("ERROR ConfigError /azure-iot/config.json: missing required key 'device_id' "
+         "(or set 'dps_id_scope' to get it from DPS)")
     config = dict(dev.config, port="8883")
     rewrite_image(dev, {}, config)
     assert outcome(run_device(dev.image_path, CONNECT_AND_SEND)) == \

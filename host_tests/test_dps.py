@@ -95,8 +95,9 @@ def test_refusals_are_typed_errors_that_name_the_cause(hub, dps, provision_devic
     assert dps.attempts[-1][1].startswith("refused: ID scope '0ne00000000' is not this DPS's")
 
 
-def test_a_corrupt_stored_assignment_is_named(hub, dps, provision_device, run_device):
+def test_a_corrupt_stored_assignment_is_named_and_dps_is_asked_again(hub, dps, provision_device, run_device):
     dev = dps_device(provision_device, hub, dps, "dev-dps-torn", auth="sas")
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
     files = dict(dev.files)
     files["/azure-iot/dps-assignment.json"] = b'{"assignedHub": "'
     from aziot_tools import flashimage
@@ -104,9 +105,31 @@ def test_a_corrupt_stored_assignment_is_named(hub, dps, provision_device, run_de
     with open(dev.image_path, "wb") as f:
         f.write(flashimage.build_image(files))
     run = run_device(dev.image_path, DPS_APP)
-    assert outcome(run) == ("ERROR ConfigError stored DPS assignment /azure-iot/dps-assignment.json is unreadable "
-                            "(not JSON): remove it to provision again"), run.output
-    assert dps.attempts == []
+    assert run.stdout.splitlines()[0] == ("aziot: stored DPS assignment /azure-iot/dps-assignment.json is unreadable "
+                                          "(not JSON): registering with DPS again"), run.output
+    assert outcome(run) == "DONE %s dev-dps-torn" % hub.hub_host, run.output
+
+
+def test_a_payload_too_large_to_keep_is_handed_over_and_the_next_boot_still_reads_the_assignment(
+        hub, dps, provision_device, run_device):
+    dev = dps_device(provision_device, hub, dps, "dev-dps-bigpayload", auth="sas")
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    app = """
+        from aziot import dps
+        from aziot.config import load
+        cfg = load()
+        stored = dps.load_assignment(cfg.dps_assignment_file)
+        if stored is None:
+            got = dps.DpsClient(cfg).register({"site": "x" * 3000})
+            dps.save_assignment(cfg.dps_assignment_file, got)
+            print("REGISTERED", len(got.payload["site"]))
+        else:
+            print("STORED", stored.hub_host, stored.payload)
+    """
+    first = run_device(dev.image_path, app)
+    assert first.stdout.strip() == "REGISTERED 3000", first.output
+    second = run_device(dev.image_path, app)
+    assert second.stdout.strip() == "STORED %s None" % hub.hub_host, second.output
 
 
 def test_the_emulated_dps_takes_skn_registration_or_none_and_refuses_any_other_policy():
@@ -212,13 +235,25 @@ def test_hashed_allocation_spreads_a_group_over_two_hubs_and_static_pins_it(
         second_bg.__exit__(None, None, None)
 
 
-def test_a_device_the_hub_refuses_asks_dps_again_and_reconnects(hub, dps, provision_device, run_device):
-    """The stored assignment names a hub that now refuses the device (CONNACK 5: here, disabled
-    there): connect() raises, and the next attempt from poll() registers with DPS again first."""
+def test_a_device_the_hub_refuses_asks_dps_again_in_the_same_boot_or_the_next(hub, dps, provision_device,
+                                                                               run_device):
+    """The stored assignment names a hub that now refuses the device (CONNACK 5: here its key there was
+    replaced): connect() raises and forgets the assignment; the next attempt from poll() registers with
+    DPS first, and so does the next boot if the app gave up (DPS sets the device's key in the hub again)."""
     dev = dps_device(provision_device, hub, dps, "dev-dps-again", auth="sas")
     dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
     assert outcome(run_device(dev.image_path, DPS_APP)).startswith("DONE")
-    hub.registry.add_device(dev.device_id, "sas", primary_key=dev.sas_key, status="disabled")
+    other_key = "b3RoZXIta2V5LXJlcGxhY2VkLWluLXRoZS1odWI="
+
+    hub.registry.add_device(dev.device_id, "sas", primary_key=other_key)
+    gave_up = run_device(dev.image_path, DPS_APP)  # DPS_APP does not retry: a board that rebooted
+    assert outcome(gave_up).startswith("ERROR ConnectionRefused hub refused the connection: CONNACK 5"), gave_up.output
+    registrations = len(dps.attempts)
+    next_boot = run_device(dev.image_path, DPS_APP)
+    assert outcome(next_boot) == "DONE %s %s" % (hub.hub_host, dev.device_id), next_boot.output
+    assert len(dps.attempts) > registrations  # it asked DPS: the refused assignment was not kept
+
+    hub.registry.add_device(dev.device_id, "sas", primary_key=other_key)
     run = run_device(dev.image_path, """
         import time
         from aziot.hub import HubClient
@@ -238,7 +273,45 @@ def test_a_device_the_hub_refuses_asks_dps_again_and_reconnects(hub, dps, provis
     lines = run.stdout.splitlines()
     assert lines[0].startswith("REFUSED ConnectionRefused hub refused the connection: CONNACK 5"), run.output
     assert lines[1] == "RECONNECTED 1 ['reprovisioned', 'connected']", run.output
-    assert [a[1] for a in dps.attempts][-1] == "assigned" and hub.registry.device(dev.device_id)["status"] == "enabled"
+    assert hub.registry.device(dev.device_id)["primary_key"] == dev.sas_key  # DPS put the enrolled key back
+
+
+def test_the_emulated_dps_keeps_a_registration_with_its_enrollment_and_a_disabled_device_disabled(
+        hub, dps, provision_device, run_device):
+    """Stricter than the sources say: an individual enrollment decides alone (a group's certificate or
+    key cannot stand in for it); a registration stays with the enrollment it came through; and DPS
+    does not re-enable a device an operator disabled in the hub."""
+    from aziot_tools import pki
+    from aziot_tools.hub.dps import derived_key
+
+    dps.enrollments.add_group("fleet", "symmetric_key", primary_key=GROUP_KEY)
+    dps.enrollments.add_group("other-fleet", "symmetric_key", primary_key="b3RoZXItZ3JvdXAta2V5LWZvci10ZXN0cw==")
+    dev = dps_device(provision_device, hub, dps, "dev-owned", auth="sas",
+                     extra_files_more={"/azure-iot/sas.key": derived_key(GROUP_KEY, "dev-owned").encode()})
+    assert outcome(run_device(dev.image_path, DPS_APP)).startswith("DONE")
+    thief = dps_device(provision_device, hub, dps, "dev-owned", auth="sas", extra_files_more={
+        "/azure-iot/sas.key": derived_key("b3RoZXItZ3JvdXAta2V5LWZvci10ZXN0cw==", "dev-owned").encode()})
+    run = run_device(thief.image_path, "from aziot import dps\nfrom aziot.errors import AziotError\n"
+                                       "try:\n    dps.DpsClient(__import__('aziot.config').config.load()).register()\n"
+                                       "except AziotError as e:\n    print('ERROR', type(e).__name__, e)\n")
+    assert "ProvisioningError DPS refused the login of 'dev-owned' (CONNACK 5)" in run.stdout, run.output
+    assert dps.attempts[-1][1] == "refused: registration id 'dev-owned' belongs to enrollment group:fleet"
+
+    line = pki.make_intermediate_ca("line 9", pki.make_device_ca("root 9"))
+    dps.enrollments.add_group("line-9", "x509", ca_cert_pem=line.cert_pem)
+    dps.enrollments.add_individual("dev-keyed", "symmetric_key", primary_key=GROUP_KEY)
+    cert = dps_device(provision_device, hub, dps, "dev-keyed", identity=pki.make_device_identity("dev-keyed", line))
+    run = run_device(cert.image_path, DPS_APP)
+    assert outcome(run).startswith("ERROR ProvisioningError DPS refused the login of 'dev-keyed' (CONNACK 5)")
+    assert dps.attempts[-1][1] == "refused: the enrollment for 'dev-keyed' takes a SAS token, not a certificate"
+
+    hub.registry.add_device("dev-owned", "sas", primary_key=derived_key(GROUP_KEY, "dev-owned"), status="disabled")
+    dev = dps_device(provision_device, hub, dps, "dev-owned", auth="sas",  # the owner's image again (same path)
+                     extra_files_more={"/azure-iot/sas.key": derived_key(GROUP_KEY, "dev-owned").encode()})
+    run = run_device(dev.image_path, "from aziot import dps\nprint(dps.DpsClient(__import__('aziot.config').config"
+                                     ".load()).register().hub_host)\n")
+    assert run.stdout.strip() == hub.hub_host, run.output
+    assert hub.registry.device("dev-owned")["status"] == "disabled"
 
 
 def test_dps_unreachable_or_too_slow_ends_within_the_deadline(hub, hub_state, provision_device, run_device):
@@ -355,3 +428,41 @@ def test_dps_topics_payloads_and_what_the_device_refuses_to_take_from_dps(mpy):
     assert lines[5:9] == ["ConfigError"] * 4
     assert [l.split()[0] for l in lines[9:14]] == ["ProtocolError"] * 5, lines
     assert lines[14] == "hub-7.azure-devices.net dev-1 {'k': 1}"
+
+
+@pytest.mark.parametrize("policy", ["reprovisionandmigratedata", "reprovisionandresetdata", "never"])
+def test_reprovisioning_policies_when_the_enrollment_moves_to_another_hub(
+        start_hub, hub_state, provision_device, run_device, tmp_path, policy):
+    from aziot_tools.hub.dps import BackgroundDps
+    from aziot_tools.hub.server import BackgroundHub
+
+    first = start_hub()
+    second_bg = BackgroundHub(str(tmp_path / "second"), port=0, hub_host="second-hub.azure-devices.net")
+    second = second_bg.__enter__()
+    bg = BackgroundDps(hub_state, [first, second], assign_delay_s=1)
+    dps = bg.__enter__()
+    try:
+        roots = {"/azure-iot/roots/second-%s.der" % k: second.identity.read("%s-root.der" % k) for k in ("ecc", "rsa")}
+        dev = dps_device(provision_device, first, dps, "dev-moving", auth="sas", extra_files_more=roots)
+        twin = {"properties": {"desired": {"interval_s": 30}}}
+        dps.enrollments.add_individual("dev-moving", "symmetric_key", primary_key=dev.sas_key, hubs=[first.hub_host],
+                                       allocation="static", initial_twin=twin, reprovision=policy)
+        register = "from aziot import dps, config\nprint(dps.DpsClient(config.load()).register().hub_host)\n"
+        assert run_device(dev.image_path, register).stdout.strip() == first.hub_host
+        first.update_desired("dev-moving", {"mode": "eco"})  # set while it lived on the first hub
+        dps.enrollments.add_individual("dev-moving", "symmetric_key", primary_key=dev.sas_key, hubs=[second.hub_host],
+                                       allocation="static", initial_twin=twin, reprovision=policy)
+        moved_to = run_device(dev.image_path, register).stdout.strip()
+        state = dps.enrollments.registration("dev-moving")
+    finally:
+        bg.__exit__(None, None, None)
+        second_bg.__exit__(None, None, None)
+    if policy == "never":
+        assert (moved_to, state["substatus"]) == (first.hub_host, "initialAssignment")
+        return
+    assert moved_to == second.hub_host
+    desired = second.get_twin("dev-moving")["properties"]["desired"]
+    if policy == "reprovisionandmigratedata":
+        assert state["substatus"] == "deviceDataMigrated" and (desired["interval_s"], desired["mode"]) == (30, "eco")
+    else:
+        assert state["substatus"] == "deviceDataReset" and desired["interval_s"] == 30 and "mode" not in desired

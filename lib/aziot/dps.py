@@ -29,25 +29,36 @@ from .provisioning import Assignment
 _SAS_TTL = 3600  # a DPS registration takes seconds; the token need not outlive it
 
 
+_MAX_STORED = 2048  # bytes of the assignment file; a larger DPS payload is handed over but not kept
+
+
 def load_assignment(path):
     """The stored Assignment, or None when there is none; ConfigError naming the file if it is corrupt."""
     try:
         with open(path) as f:
-            text = f.read(2048)
+            text = f.read(_MAX_STORED + 1)
     except OSError:
         return None
     try:
+        if len(text) > _MAX_STORED:
+            raise ValueError("larger than %d bytes" % _MAX_STORED)
         return Assignment.from_state(json.loads(text))
     except (ValueError, ProtocolError) as e:
-        raise ConfigError("stored DPS assignment %s is unreadable (%s): remove it to provision again"
-                          % (path, e if isinstance(e, ProtocolError) else "not JSON"))
+        raise ConfigError("stored DPS assignment %s is unreadable (%s)"
+                          % (path, e if isinstance(e, ProtocolError) or e.args[0].startswith("larger") else "not JSON"))
 
 
 def save_assignment(path, assignment):
-    """Write to a temporary file, then rename: a reset mid-write leaves the old file or the new one."""
+    """Write to a temporary file, then rename: a reset mid-write leaves the old file or the new one. A
+    custom payload too large to keep is left out (register() returned it whole)."""
+    text = assignment.to_json()
+    if len(text) > _MAX_STORED:
+        payload, assignment.payload = assignment.payload, None
+        text = assignment.to_json()
+        assignment.payload = payload
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(assignment.to_json())
+        f.write(text)
     os.rename(tmp, path)
 
 
@@ -60,11 +71,16 @@ def forget(config):
 
 
 def hub_config(config=None, payload=None, clock_now=clock.unix_time):
-    """The config for HubClient: the stored assignment, or a new registration when there is none."""
+    """The config for HubClient: the stored assignment, or a new registration when there is none (or
+    when the stored one is unreadable: that is said, then DPS is asked again; zero touch)."""
     config = config or load_config()
     if not config.dps_id_scope:
         return config
-    assignment = load_assignment(config.dps_assignment_file)
+    try:
+        assignment = load_assignment(config.dps_assignment_file)
+    except ConfigError as e:
+        print("aziot: %s: registering with DPS again" % e)
+        assignment = None
     if assignment is None:
         assignment = DpsClient(config, clock_now).register(payload)
         save_assignment(config.dps_assignment_file, assignment)
@@ -119,6 +135,8 @@ class DpsClient:
         result = body.get("status")
         if result == "assigned":
             return Assignment.from_state(state, self.registration_id)
+        if not isinstance(state, dict) or not isinstance(result, (str, type(None))):
+            raise ProtocolError("DPS answered 200 with a status or registration state of the wrong type")
         raise ProvisioningError("DPS did not assign %r: status %r, error %s: %s"
                                 % (self.registration_id, result, state.get("errorCode"),
                                    state.get("errorMessage", "no message")), result, state.get("errorCode"))

@@ -147,7 +147,11 @@ class HubClient(CloudHandlers):
             return self._open()
         except ConnectionRefused as e:
             if self.config.dps_id_scope and e.code in _CONNACK_REFUSED_IDENTITY:
-                self._reprovision = True  # the next attempt asks DPS where this device belongs now
+                # The next attempt asks DPS where this device belongs now; so does the next boot.
+                from . import dps
+
+                dps.forget(self.config)
+                self._reprovision = True
             raise
         finally:
             self._connecting = False

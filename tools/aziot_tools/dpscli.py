@@ -47,6 +47,12 @@ def add_parser(sub, add_state):
         v.add_argument("--hub", action="append", default=[], help="allocate among these linked hubs (repeat)")
         v.add_argument("--static", action="store_true", help="static allocation to the one --hub")
         v.add_argument("--disabled", action="store_true", help="create it disabled")
+        v.add_argument("--reprovision", default="reprovisionandmigratedata",
+                       choices=("reprovisionandmigratedata", "reprovisionandresetdata", "never"),
+                       help="when a registered device registers again: move it by the allocation policy and take "
+                            "its desired properties along, move it with the enrollment's initial twin, or keep it "
+                            "where it is (default: %(default)s)")
+        v.add_argument("--force", action="store_true", help="replace an enrollment of that id (and its key)")
         v.add_argument("--desired", help="initial desired properties, JSON")
 
     for name in ("disable", "enable"):
@@ -76,6 +82,14 @@ def _enrollments(state):
     return Enrollments(os.path.join(folder, "enrollments.json"))
 
 
+def _check_id(enrollment_id):
+    """Registration and enrollment ids: up to 128 letters, digits and - . _ : (DPS REST API); never a path."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", enrollment_id) or enrollment_id.strip(".") == "":
+        raise ValueError("id %r: use 1 to 128 letters, digits and - . _ :" % enrollment_id)
+
+
 def _new_key(state, enrollment_id):
     folder = os.path.join(state, "dps", KEY_DIR)
     pki.private_dir(folder)
@@ -93,11 +107,20 @@ def main(args):
     enrollments = _enrollments(args.state)
     try:
         if args.verb in ("enroll", "enroll-group"):
+            from .hub.dps import _check_allocation
+
             group = args.verb == "enroll-group"
+            _check_id(args.id)
             desired = json.loads(args.desired) if args.desired else None
             twin = {"properties": {"desired": desired}} if desired else None
             options = dict(hubs=args.hub, allocation="static" if args.static else "hashed",
-                           enabled=not args.disabled, initial_twin=twin)
+                           enabled=not args.disabled, initial_twin=twin, reprovision=args.reprovision)
+            _check_allocation(options["allocation"], args.hub, args.reprovision)
+            known = [g["groupId"] for g in enrollments.groups()] if group else [
+                e["registrationId"] for e in enrollments.list_individual()]
+            if args.id.lower() in (k.lower() for k in known) and not args.force:
+                raise ValueError("%s enrollment %s exists: --force replaces it (and a symmetric key with it: devices "
+                                 "that hold the old one are then refused)" % ("group" if group else "individual", args.id))
             key_path = None
             if args.symmetric_key:
                 key, key_path = _new_key(args.state, args.id)

@@ -80,7 +80,7 @@ class Enrollments:
 
     def add_individual(self, registration_id: str, attestation: str, *, thumbprint: str = "",
                        primary_key: str = "", device_id: str = "", hubs=(), allocation: str = "hashed",
-                       enabled: bool = True, initial_twin: dict = None):
+                       enabled: bool = True, initial_twin: dict = None, reprovision: str = "reprovisionandmigratedata"):
         """hubs: the linked hubs' host names to allocate among (empty: all of this DPS's)."""
         if attestation not in ATTESTATIONS:
             raise ValueError("attestation must be one of %s, not %r" % (", ".join(ATTESTATIONS), attestation))
@@ -88,16 +88,18 @@ class Enrollments:
             raise ValueError("an X.509 enrollment needs the device certificate's thumbprint")
         if attestation == "symmetric_key" and not primary_key:
             raise ValueError("a symmetric key enrollment needs a primary key")
-        _check_allocation(allocation, hubs)
+        _check_allocation(allocation, hubs, reprovision)
         data = self._load()
         data["individual"][registration_id.lower()] = {
             "registrationId": registration_id, "attestation": attestation, "thumbprint": thumbprint.upper(),
             "primaryKey": primary_key, "deviceId": device_id or registration_id, "hubs": list(hubs),
-            "allocation": allocation, "enabled": enabled, "initialTwin": initial_twin or {}}
+            "allocation": allocation, "enabled": enabled, "initialTwin": initial_twin or {},
+            "reprovision": reprovision}
         self._save(data)
 
     def add_group(self, group_id: str, attestation: str, *, primary_key: str = "", ca_cert_pem: bytes = b"",
-                  hubs=(), allocation: str = "hashed", enabled: bool = True, initial_twin: dict = None):
+                  hubs=(), allocation: str = "hashed", enabled: bool = True, initial_twin: dict = None,
+                  reprovision: str = "reprovisionandmigratedata"):
         """A group enrollment: symmetric key (each device's key is HMAC-SHA256(group key, its
         registration id)) or X.509 (devices whose chain leads to ca_cert_pem, a root or an
         intermediate; each device's id is its certificate's CN)."""
@@ -107,12 +109,12 @@ class Enrollments:
             x509.load_pem_x509_certificate(ca_cert_pem)  # refuse garbage now, not at login
         elif not primary_key:
             raise ValueError("a symmetric key group needs a primary key")
-        _check_allocation(allocation, hubs)
+        _check_allocation(allocation, hubs, reprovision)
         data = self._load()
         data["groups"][group_id.lower()] = {
             "groupId": group_id, "attestation": attestation, "primaryKey": primary_key,
             "caCertPem": ca_cert_pem.decode() if ca_cert_pem else "", "hubs": list(hubs), "allocation": allocation,
-            "enabled": enabled, "initialTwin": initial_twin or {}}
+            "enabled": enabled, "initialTwin": initial_twin or {}, "reprovision": reprovision}
         self._save(data)
 
     def set_enabled(self, enrollment_id: str, enabled: bool, group: bool = False):
@@ -125,6 +127,11 @@ class Enrollments:
 
     def groups(self) -> list:
         return list(self._load()["groups"].values())
+
+    def exists(self, key: str) -> bool:
+        """key: "individual:<id>" or "group:<id>", as registrations record it."""
+        kind, _, name = key.partition(":")
+        return name in self._load()["groups" if kind == "group" else "individual"]
 
     def individual(self, registration_id: str):
         return self._load()["individual"].get(registration_id.lower())  # ids are case-insensitive
@@ -140,15 +147,25 @@ class Enrollments:
     def registrations(self) -> list:
         return list(self._load()["registrations"].values())
 
+    def registration(self, registration_id: str):
+        return self._load()["registrations"].get(registration_id.lower())
+
 
 ALLOCATIONS = ("hashed", "static")
+# What DPS does when a registered device registers again ("How to reprovision devices", Microsoft
+# Learn; az iot dps enrollment create --reprovision-policy): move it by the allocation policy and take
+# its twin along, move it with a fresh twin (the enrollment's initial one), or keep it where it is.
+REPROVISION_POLICIES = ("reprovisionandmigratedata", "reprovisionandresetdata", "never")
 
 
-def _check_allocation(allocation, hubs):
+def _check_allocation(allocation, hubs, reprovision="reprovisionandmigratedata"):
     # "Evenly weighted distribution" (hashed) and "static configuration" ("How to use allocation
     # policies", Microsoft Learn); static names exactly one hub.
     if allocation not in ALLOCATIONS:
         raise ValueError("allocation must be one of %s, not %r" % (", ".join(ALLOCATIONS), allocation))
+    if reprovision not in REPROVISION_POLICIES:
+        raise ValueError("reprovision policy must be one of %s, not %r" % (", ".join(REPROVISION_POLICIES),
+                                                                           reprovision))
     if allocation == "static" and len(hubs) != 1:
         raise ValueError("static allocation names exactly one hub")
 
@@ -177,7 +194,6 @@ class DpsEmulator:
         self._ctx = tlspolicy.make_server_context(None, self.identity.pair("rsa"), self.identity.dir)
         self.attempts = []  # (registration id or None, result), one per connection
         self._operations = {}  # operation id -> (registration id, started, request payload)
-        self._logins = {}  # registration id (lower case) -> (enrollment, its key or thumbprint) of its login
         self._server = None
         self._handlers = set()
         self._lock = threading.Lock()
@@ -226,7 +242,7 @@ class DpsEmulator:
         if first.kind != mqttwire.CONNECT:
             raise mqttwire.MalformedPacket("first packet is not CONNECT")
         connect = mqttwire.parse_connect(first.body)
-        registration_id, reason = self._login(connect, chain)
+        registration_id, login, reason = self._login(connect, chain)
         attempt[0] = registration_id
         if reason:
             attempt[1] = "refused: " + reason
@@ -249,7 +265,7 @@ class DpsEmulator:
                 pub = mqttwire.parse_publish(packet.flags, packet.body)
                 if pub.qos:
                     await stream.write(mqttwire.puback(pub.packet_id))
-                status, query, body = await self._on_request(registration_id, pub, attempt)
+                status, query, body = await self._on_request(registration_id, login, pub, attempt)
                 if not subscribed:
                     continue  # nobody listens for the answer
                 topic = "$dps/registrations/res/%d/?%s" % (status, "&".join("%s=%s" % kv for kv in query))
@@ -267,52 +283,67 @@ class DpsEmulator:
                 raise mqttwire.MalformedPacket("unexpected MQTT packet type %d" % packet.kind)
 
     def _login(self, connect, chain):
-        """(registration id, None) when the client may register, else (id or None, the reason)."""
+        """(registration id, (enrollment, its key or thumbprint), None) when the client may register,
+        else (id or None, None, the reason)."""
         username = connect.username or ""
         scope, sep, rest = username.partition("/registrations/")
         registration_id, _, params = rest.partition("/")
         if not sep or not registration_id or not params.startswith("api-version="):
-            return None, "user name %r is not {idScope}/registrations/{registrationId}/api-version=..." % username
+            return None, None, "user name %r is not {idScope}/registrations/{registrationId}/api-version=..." % username
         if scope != self.id_scope:
-            return registration_id, "ID scope %r is not this DPS's (%s)" % (scope, self.id_scope)
+            return registration_id, None, "ID scope %r is not this DPS's (%s)" % (scope, self.id_scope)
         if connect.client_id != registration_id:
-            return registration_id, "client id %r is not the registration id" % connect.client_id
+            return registration_id, None, "client id %r is not the registration id" % connect.client_id
+        login, reason = self._attest(registration_id, connect, chain)
+        if login is not None:
+            # A registration id belongs to the enrollment it registered under while that exists: another
+            # group's credentials must not take the device (and its hub identity) over.
+            before = self.enrollments.registration(registration_id)
+            owner = before.get("enrollment") if before else None
+            if owner and owner != _enrollment_key(login[0]) and self.enrollments.exists(owner):
+                return registration_id, None, "registration id %r belongs to enrollment %s" % (registration_id, owner)
+        return registration_id, login, reason
+
+    def _attest(self, registration_id, connect, chain):
+        """((enrollment, key or thumbprint), None), or (None, the reason). An individual enrollment for the
+        id decides alone; groups are tried only when there is none ("Enrollments", Microsoft Learn)."""
+        individual = self.enrollments.individual(registration_id)
         if connect.password is not None:
+            if individual is not None and individual["attestation"] != "symmetric_key":
+                return None, "the enrollment for %r takes an X.509 certificate, not a SAS token" % registration_id
             token = connect.password.decode("utf-8", "replace")
             resource = "%s/registrations/%s" % (self.id_scope, registration_id)
             reason = "no symmetric key enrollment for registration id %r" % registration_id
             for enrollment, key in self._symmetric_candidates(registration_id):
                 reason = sas.check(token, resource, (key,), policy="registration")
                 if reason is None:
-                    self._logins[registration_id.lower()] = (enrollment, key)
-                    return registration_id, None
-            return registration_id, reason
+                    return (enrollment, key), None
+            return None, reason
+        if individual is not None and individual["attestation"] != "x509":
+            return None, "the enrollment for %r takes a SAS token, not a certificate" % registration_id
         if not chain:
-            return registration_id, "no client certificate was presented"
+            return None, "no client certificate was presented"
         leaf = chain[0]
         now = datetime.datetime.now(datetime.timezone.utc)
         if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            return registration_id, "client certificate is outside its validity period"
+            return None, "client certificate is outside its validity period"
         cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if not cns or cns[0].value != registration_id:
-            return registration_id, "certificate CN %r is not the registration id" % (cns[0].value if cns else None)
+            return None, "certificate CN %r is not the registration id" % (cns[0].value if cns else None)
         der = leaf.public_bytes(Encoding.DER)
         thumbprints = (hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest().upper())
-        individual = self.enrollments.individual(registration_id)
-        if individual is not None and individual["attestation"] == "x509":
+        if individual is not None:
             if individual["thumbprint"] not in thumbprints:
-                return registration_id, "client certificate is not the enrolled one"
-            self._logins[registration_id.lower()] = (individual, thumbprints[1])
-            return registration_id, None
+                return None, "client certificate is not the enrolled one"
+            return (individual, thumbprints[1]), None
         reason = "no X.509 enrollment for registration id %r" % registration_id
         for group in self.enrollments.groups():
             if group["attestation"] == "x509":
                 ca = x509.load_pem_x509_certificate(group["caCertPem"].encode())
                 reason = _chain_to_ca(chain, [ca], now)
                 if reason is None:
-                    self._logins[registration_id.lower()] = (group, thumbprints[1])
-                    return registration_id, None
-        return registration_id, reason
+                    return (group, thumbprints[1]), None
+        return None, reason
 
     def _symmetric_candidates(self, registration_id):
         """(enrollment, key) pairs a token for this registration id may be signed with: its
@@ -326,7 +357,7 @@ class DpsEmulator:
             if group["attestation"] == "symmetric_key":
                 yield group, derived_key(group["primaryKey"], registration_id)
 
-    async def _on_request(self, registration_id, pub, attempt):
+    async def _on_request(self, registration_id, login, pub, attempt):
         """(status, query pairs, body) answering a register or operation-status request."""
         topic, _, query = pub.topic.partition("?")
         fields = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -353,32 +384,54 @@ class DpsEmulator:
         if time.monotonic() - known[1] < self.assign_delay_s:
             return 202, answer + [("retry-after", str(self.assign_delay_s))], {"operationId": operation,
                                                                                "status": "assigning"}
-        state = await self._assign(registration_id, known[2])
+        state = await self._assign(registration_id, login, known[2])
         attempt[1] = state["status"]
         return 200, answer, {"operationId": operation, "status": state["status"], "registrationState": state}
 
-    async def _assign(self, registration_id, payload):
-        enrollment, credential = self._logins[registration_id.lower()]
+    async def _assign(self, registration_id, login, payload):
+        enrollment, credential = login
         now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
                  "etag": hashlib.sha1(now.encode()).hexdigest()}
         if not enrollment["enabled"]:
             state.update(status="disabled", errorCode=400209, errorMessage="the enrollment is disabled")
         else:
-            hub = self.hubs[self._allocate(enrollment, registration_id)]
             device_id = enrollment.get("deviceId") or registration_id
-            registry = Registry(os.path.join(hub.state_dir, "registry.json"))
-            if enrollment["attestation"] == "x509":
-                registry.add_device(device_id, "x509_thumbprint", credential)
+            before = self.enrollments.registration(registration_id)
+            before = before if before and before.get("status") == "assigned" else None
+            policy = enrollment.get("reprovision", "reprovisionandmigratedata")
+            if before and (policy == "never" or before["assignedHub"] not in self.hubs):
+                hub, substatus = self.hubs.get(before["assignedHub"]), "initialAssignment"
+                if hub is None:
+                    raise ValueError("registration %r is assigned to %r, no longer linked" % (
+                        registration_id, before["assignedHub"]))
             else:
-                registry.add_device(device_id, "sas", primary_key=credential)
-            desired = (enrollment.get("initialTwin") or {}).get("properties", {}).get("desired")
-            if desired:  # the enrollment's initial twin state ({"properties": {"desired": {...}}})
+                hub = self.hubs[self._allocate(enrollment, registration_id)]
+                substatus = "initialAssignment"
+                if before and before["assignedHub"] != hub.hub_host:
+                    substatus = "deviceDataMigrated" if policy == "reprovisionandmigratedata" else "deviceDataReset"
+            registry = Registry(os.path.join(hub.state_dir, "registry.json"))
+            # The device's credential in the hub is set anew; a device an operator disabled stays disabled.
+            status = (registry.device(device_id) or {}).get("status", "enabled")
+            if enrollment["attestation"] == "x509":
+                registry.add_device(device_id, "x509_thumbprint", credential, status=status)
+            else:
+                registry.add_device(device_id, "sas", primary_key=credential, status=status)
+            if substatus == "deviceDataMigrated":
+                old = self.hubs[before["assignedHub"]]
+                desired = old.get_twin(before["deviceId"])["properties"]["desired"]
+                desired = {k: v for k, v in desired.items() if not k.startswith("$")}
+            else:
+                desired = (enrollment.get("initialTwin") or {}).get("properties", {}).get("desired")
+            if desired and (before is None or substatus != "initialAssignment"):
+                # A new twin gets the enrollment's initial state ({"properties": {"desired": {...}}}); a
+                # migrated one, what the device had.
                 await _on_loop_of(hub, hub._update_desired(device_id, desired))
-            state.update(status="assigned", substatus="initialAssignment", assignedHub=hub.hub_host,
-                         deviceId=device_id)
+            state.update(status="assigned", substatus=substatus, assignedHub=hub.hub_host, deviceId=device_id)
+            log.info("DPS assigned %s to %s as %s (%s)", registration_id, hub.hub_host, device_id, substatus)
             if payload is not None:
                 state["payload"] = payload
+        state["enrollment"] = _enrollment_key(enrollment)
         self.enrollments.record(registration_id, state)
         return state
 
@@ -393,6 +446,10 @@ class DpsEmulator:
             return hubs[0]
         digest = hashlib.sha256(registration_id.lower().encode()).digest()
         return hubs[int.from_bytes(digest[:4], "big") % len(hubs)]
+
+
+def _enrollment_key(enrollment: dict) -> str:
+    return ("group:" + enrollment["groupId"] if "groupId" in enrollment else "individual:" + enrollment["registrationId"]).lower()
 
 
 async def _on_loop_of(hub, coro):

@@ -466,3 +466,52 @@ def test_reprovisioning_policies_when_the_enrollment_moves_to_another_hub(
         assert state["substatus"] == "deviceDataMigrated" and (desired["interval_s"], desired["mode"]) == (30, "eco")
     else:
         assert state["substatus"] == "deviceDataReset" and desired["interval_s"] == 30 and "mode" not in desired
+
+
+def test_ten_failed_attempts_in_a_row_make_the_device_ask_dps_again(hub, dps, provision_device, run_device):
+    """Microsoft's guidance: after repeated hub failures, provision again. The hub's port is dead here
+    (the config dials a free port), so every attempt fails; the 10th schedules a registration, which
+    runs at the next attempt on the backoff schedule."""
+    from devicecode import free_port
+
+    dev = dps_device(provision_device, hub, dps, "dev-dps-tenfail", auth="sas", port=free_port(),
+                     reconnect_min_ms=10, reconnect_max_ms=40, timeout=1)
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    run = run_device(dev.image_path, """
+        import time
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()   # registers: the assignment is stored
+        try:
+            hub.connect()
+        except Exception as e:
+            pass
+        end = time.ticks_add(time.ticks_ms(), 8000)
+        while hub.stats["reprovisions"] == 0 and time.ticks_diff(end, time.ticks_ms()) > 0:
+            hub.poll(20)
+        print("FAILURES", hub.stats["connect_failures"], "REPROVISIONS", hub.stats["reprovisions"])
+    """, timeout=60)
+    words = run.stdout.split()
+    assert words[0] == "FAILURES" and int(words[1]) >= 9 and words[3] == "1", run.output
+    assert [a[1] for a in dps.attempts].count("assigned") == 2  # at boot, and again after the failures
+
+
+@pytest.mark.skipif(__import__("aziot_tools.firmware", fromlist=["x"]).unix_mfl_binary("micropython") is None,
+                    reason="presenting a chain needs PEM parsing: no unix-mfl build (make unix-mfl MPY_DIR=...)")
+def test_an_x509_group_holding_the_root_with_the_intermediate_presented_by_the_device(
+        hub, dps, provision_device, tmp_path):
+    from aziot_tools import device, firmware, flashimage, pki
+
+    root = pki.make_device_ca("fleet root 5")
+    line = pki.make_intermediate_ca("production line 5", root)
+    dps.enrollments.add_group("fleet-5", "x509", ca_cert_pem=root.cert_pem)
+    leaf = pki.make_device_identity("dev-line5-0001", line)
+    dev = dps_device(provision_device, hub, dps, "dev-line5-0001", identity=leaf)
+    files = dict(dev.files)
+    files["/azure-iot/device.der"] = leaf.cert_pem + line.cert_pem  # leaf + intermediate, as PEM
+    with open(dev.image_path, "wb") as f:
+        f.write(flashimage.build_image(files))
+    app = tmp_path / "dps_app.py"
+    app.write_text(DPS_APP)
+    run = device.run(dev.image_path, str(app), binary=firmware.unix_mfl_binary("micropython"), timeout=60,
+                     lib_dir=device.prepare_unix_lib())
+    assert outcome(run) == "DONE %s dev-line5-0001" % hub.hub_host, run.output

@@ -95,11 +95,12 @@ def test_refusals_are_typed_errors_that_name_the_cause(hub, dps, provision_devic
     assert dps.attempts[-1][1].startswith("refused: ID scope '0ne00000000' is not this DPS's")
 
 
-def test_a_corrupt_stored_assignment_is_named_and_dps_is_asked_again(hub, dps, provision_device, run_device):
+@pytest.mark.parametrize("stored", [b'{"assignedHub": "', b'{"assignedHub": "h\xff\xfe"}'])
+def test_a_corrupt_stored_assignment_is_named_and_dps_is_asked_again(hub, dps, provision_device, run_device, stored):
     dev = dps_device(provision_device, hub, dps, "dev-dps-torn", auth="sas")
     dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
     files = dict(dev.files)
-    files["/azure-iot/dps-assignment.json"] = b'{"assignedHub": "'
+    files["/azure-iot/dps-assignment.json"] = stored  # torn, or not UTF-8
     from aziot_tools import flashimage
 
     with open(dev.image_path, "wb") as f:
@@ -515,3 +516,49 @@ def test_an_x509_group_holding_the_root_with_the_intermediate_presented_by_the_d
     run = device.run(dev.image_path, str(app), binary=firmware.unix_mfl_binary("micropython"), timeout=60,
                      lib_dir=device.prepare_unix_lib())
     assert outcome(run) == "DONE %s dev-line5-0001" % hub.hub_host, run.output
+
+
+def test_a_device_the_hub_keeps_refusing_does_not_flood_dps_in_one_boot_or_across_boots(
+        hub, dps, provision_device, run_device):
+    """Disabled in the hub (CONNACK 5 for ever) while DPS keeps assigning it there: DPS is asked once
+    at the first refusal; after the next, the wait doubles from 30-60 s and is kept on flash."""
+    dev = dps_device(provision_device, hub, dps, "dev-dps-storm", auth="sas", reconnect_min_ms=50,
+                     reconnect_max_ms=200)
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    assert outcome(run_device(dev.image_path, DPS_APP)).startswith("DONE")
+    hub.registry.add_device(dev.device_id, "sas", primary_key=dev.sas_key, status="disabled")
+    before = [a[1] for a in dps.attempts].count("assigned")
+    run = run_device(dev.image_path, """
+        import time
+        from aziot.hub import HubClient
+        hub = HubClient.from_flash()
+        try:
+            hub.connect()
+        except Exception as e:
+            pass
+        end = time.ticks_add(time.ticks_ms(), 6000)
+        while time.ticks_diff(end, time.ticks_ms()) > 0:
+            hub.poll(50)
+        print("FAILURES", hub.stats["connect_failures"], "REPROVISIONS", hub.stats["reprovisions"])
+    """, timeout=60)
+    failures, reprovisions = int(run.stdout.split()[1]), int(run.stdout.split()[3])
+    assert failures >= 10 and reprovisions == 1, run.output
+    assert [a[1] for a in dps.attempts].count("assigned") == before + 1
+    again = run_device(dev.image_path, DPS_APP)  # a reboot: the wait is on flash, DPS is not asked
+    assert outcome(again).startswith("ERROR ConnectionRefused"), again.output
+    assert [a[1] for a in dps.attempts].count("assigned") == before + 1
+
+
+def test_an_answer_larger_than_max_message_is_named(hub, dps, provision_device, run_device):
+    dev = dps_device(provision_device, hub, dps, "dev-dps-bigans", auth="sas", max_message=1024)
+    dps.enrollments.add_individual(dev.device_id, "symmetric_key", primary_key=dev.sas_key)
+    run = run_device(dev.image_path, """
+        from aziot import dps, config
+        from aziot.errors import AziotError
+        try:
+            dps.DpsClient(config.load()).register({"site": "x" * 2000})
+        except AziotError as e:
+            print("ERROR", type(e).__name__, e)
+    """)
+    assert run.stdout.startswith("ERROR ProvisioningError DPS answered with "), run.output
+    assert "more than max_message 1024" in run.stdout

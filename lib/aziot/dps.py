@@ -15,6 +15,7 @@ boot goes straight to the hub.
 
 import json
 import os
+import random
 import time
 
 from . import certs, clock, provisioning, protocol, sas, tlsconf
@@ -35,31 +36,92 @@ _MAX_STORED = 2048  # bytes of the assignment file; a larger DPS payload is hand
 def load_assignment(path):
     """The stored Assignment, or None when there is none; ConfigError naming the file if it is corrupt."""
     try:
-        with open(path) as f:
-            text = f.read(_MAX_STORED + 1)
+        with open(path, "rb") as f:
+            data = f.read(_MAX_STORED + 1)
     except OSError:
         return None
     try:
-        if len(text) > _MAX_STORED:
-            raise ValueError("larger than %d bytes" % _MAX_STORED)
-        return Assignment.from_state(json.loads(text))
-    except (ValueError, ProtocolError) as e:
-        raise ConfigError("stored DPS assignment %s is unreadable (%s)"
-                          % (path, e if isinstance(e, ProtocolError) or e.args[0].startswith("larger") else "not JSON"))
+        if len(data) > _MAX_STORED:
+            raise ConfigError("larger than %d bytes" % _MAX_STORED)
+        return Assignment.from_state(json.loads(data.decode()))
+    except (ValueError, UnicodeError):  # MicroPython's UnicodeError is not a ValueError
+        why = "not JSON"
+    except (ConfigError, ProtocolError) as e:
+        why = str(e)
+    raise ConfigError("stored DPS assignment %s is unreadable (%s)" % (path, why))
 
 
 def save_assignment(path, assignment):
     """Write to a temporary file, then rename: a reset mid-write leaves the old file or the new one. A
     custom payload too large to keep is left out (register() returned it whole)."""
-    text = assignment.to_json()
+    text = assignment.to_json().encode()
     if len(text) > _MAX_STORED:
         payload, assignment.payload = assignment.payload, None
-        text = assignment.to_json()
+        text = assignment.to_json().encode()
         assignment.payload = payload
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "wb") as f:
         f.write(text)
     os.rename(tmp, path)
+
+
+# After the hub refused an assignment DPS gave again, the next registration waits this long, doubling
+# per refusal up to a day, with full jitter: a device the hub keeps refusing (disabled, deleted) must
+# not flood DPS, whose registration rate is limited per unit ("IoT Hub DPS limits", Microsoft Learn).
+_REFUSED_WAIT_S = 60
+_REFUSED_WAIT_CAP_S = 86400
+
+
+def note_refusal(config, now):
+    """The hub refused the stored identity (CONNACK 4/5): DPS may be asked at once the first time,
+    then after a doubling wait. Kept on flash, so a reboot does not reset it."""
+    try:
+        assignment = load_assignment(config.dps_assignment_file)
+    except ConfigError:
+        return
+    if assignment is None:
+        return
+    assignment.refusals += 1
+    wait = 0
+    if assignment.refusals > 1:
+        ceiling = min(_REFUSED_WAIT_CAP_S, _REFUSED_WAIT_S << min(assignment.refusals - 2, 20))
+        wait = ceiling // 2 + random.getrandbits(24) % (ceiling // 2 + 1)
+    assignment.next_dps_at = int(now) + wait
+    save_assignment(config.dps_assignment_file, assignment)
+
+
+def note_accepted(config):
+    """The hub took the stored identity: its refusals are forgotten (one small read per connect)."""
+    try:
+        assignment = load_assignment(config.dps_assignment_file)
+    except ConfigError:
+        return
+    if assignment is not None and assignment.refusals:
+        assignment.refusals = assignment.next_dps_at = 0
+        save_assignment(config.dps_assignment_file, assignment)
+
+
+def may_ask_again(config, now):
+    """Whether a re-registration may run now (always when nothing, or nothing readable, is stored)."""
+    try:
+        stored = load_assignment(config.dps_assignment_file)
+    except ConfigError:
+        return True
+    return stored is None or stored.refusals == 0 or now >= stored.next_dps_at
+
+
+def register_again(config, clock_now=clock.unix_time, payload=None):
+    """Register and store the answer; when DPS names the place the hub refused, the refusal count
+    and its wait are kept, so the next refusal waits longer."""
+    try:
+        stored = load_assignment(config.dps_assignment_file)
+    except ConfigError:
+        stored = None
+    assignment = DpsClient(config, clock_now).register(payload)
+    if assignment.same_place(stored):
+        assignment.refusals, assignment.next_dps_at = stored.refusals, stored.next_dps_at
+    save_assignment(config.dps_assignment_file, assignment)
+    return assignment
 
 
 def forget(config):
@@ -81,9 +143,8 @@ def hub_config(config=None, payload=None, clock_now=clock.unix_time):
     except ConfigError as e:
         print("aziot: %s: registering with DPS again" % e)
         assignment = None
-    if assignment is None:
-        assignment = DpsClient(config, clock_now).register(payload)
-        save_assignment(config.dps_assignment_file, assignment)
+    if assignment is None or (assignment.refusals and clock_now() >= assignment.next_dps_at):
+        assignment = register_again(config, clock_now, payload)  # nothing stored, or the hub refused it
     return config.assigned(assignment.hub_host, assignment.device_id)
 
 
@@ -158,6 +219,10 @@ class DpsClient:
                 if parsed is None or parsed[1] != str(rid):
                     continue  # not ours (a stale answer): nothing waits for it
                 status, _, retry = parsed
+                if msg.payload is None and msg.size:
+                    raise ProvisioningError("DPS answered with %d bytes, more than max_message %d: raise it (a "
+                                            "large custom payload comes back in the answer)"
+                                            % (msg.size, self.config.max_message), status)
                 response = provisioning.parse_body(msg.payload)
                 if status in (202, 429) or (status == 200 and response.get("status") == "assigning"):
                     self._wait(retry, deadline)

@@ -147,10 +147,11 @@ class HubClient(CloudHandlers):
             return self._open()
         except ConnectionRefused as e:
             if self.config.dps_id_scope and e.code in _CONNACK_REFUSED_IDENTITY:
-                # The next attempt asks DPS where this device belongs now; so does the next boot.
+                # Ask DPS where this device belongs now: at the next attempt, or the next boot; then,
+                # if DPS keeps naming this hub, after a doubling wait kept on flash.
                 from . import dps
 
-                dps.forget(self.config)
+                dps.note_refusal(self.config, self._now())
                 self._reprovision = True
             raise
         finally:
@@ -159,8 +160,13 @@ class HubClient(CloudHandlers):
     def _provision_again(self):
         from . import dps
 
-        assignment = dps.DpsClient(self.config, self._now).register()
-        dps.save_assignment(self.config.dps_assignment_file, assignment)
+        if not dps.may_ask_again(self.config, self._now()):
+            return  # DPS answered this place before and the hub refused it: not yet again
+        try:
+            assignment = dps.register_again(self.config, self._now)
+        except (AziotError, OSError) as e:
+            self.last_error = e  # DPS unreachable or refusing: the hub we know may still take us
+            return
         self._reprovision = False
         self.stats["reprovisions"] += 1
         if (assignment.hub_host, assignment.device_id) != (self.config.hub_host, self.config.device_id):
@@ -203,6 +209,10 @@ class HubClient(CloudHandlers):
         except BaseException:  # a failed connect() (a desired handler that raised, too) leaves no session
             self._session.close()
             raise
+        if cfg.dps_id_scope:
+            from . import dps
+
+            dps.note_accepted(cfg)
         if self._connected():  # (a link that broke meanwhile was reported "lost"; poll() reconnects)
             self.stats["connects"] += 1
             self._event("connected", self._session.session_present)

@@ -105,7 +105,7 @@ def parse_response_topic(topic):
 class Assignment:
     """Where DPS put the device: the hub, the device id there, and the optional custom payload."""
 
-    __slots__ = ("hub_host", "device_id", "payload", "substatus", "registration_id")
+    __slots__ = ("hub_host", "device_id", "payload", "substatus", "registration_id", "refusals", "next_dps_at")
 
     def __init__(self, hub_host, device_id, payload=None, substatus=None, registration_id=None):
         self.hub_host = hub_host
@@ -113,10 +113,18 @@ class Assignment:
         self.payload = payload
         self.substatus = substatus
         self.registration_id = registration_id
+        # Kept on flash with it: how often the hub refused this assignment in a row, and the Unix time
+        # before which DPS is not asked again (see dps.note_refusal).
+        self.refusals = 0
+        self.next_dps_at = 0
+
+    def same_place(self, other):
+        return other is not None and (self.hub_host, self.device_id) == (other.hub_host, other.device_id)
 
     def to_json(self):
         return json.dumps({"assignedHub": self.hub_host, "deviceId": self.device_id, "payload": self.payload,
-                           "substatus": self.substatus, "registrationId": self.registration_id})
+                           "substatus": self.substatus, "registrationId": self.registration_id,
+                           "refusals": self.refusals, "nextDpsAt": self.next_dps_at})
 
     @classmethod
     def from_state(cls, state, registration_id=None):
@@ -131,8 +139,12 @@ class Assignment:
             raise ProtocolError("DPS assigned a hub whose name is not a host name: %r" % hub[:80])
         if len(device) > 128 or not _made_of(device, _DEVICE_ID_SPECIALS):
             raise ProtocolError("DPS assigned a device id IoT Hub would not take: %r" % device[:80])
-        return cls(hub, device, state.get("payload"), state.get("substatus"),
-                   state.get("registrationId", registration_id))
+        assignment = cls(hub, device, state.get("payload"), state.get("substatus"),
+                         state.get("registrationId", registration_id))
+        refusals, next_at = state.get("refusals", 0), state.get("nextDpsAt", 0)
+        if isinstance(refusals, int) and isinstance(next_at, int):  # ours, on flash; DPS sends neither
+            assignment.refusals, assignment.next_dps_at = refusals, next_at
+        return assignment
 
 
 def parse_body(payload):

@@ -371,7 +371,7 @@ def test_the_command_line_walk_through(tmp_path, run_device):
                    "--dps-id-scope", scope, "--dps-group", "thermostats", "--dps-address", "127.0.0.1",
                    "--dps-port", dps_port, "--address", "127.0.0.1", "--port", hub_port)
         assert prov.returncode == 0, prov.stderr
-        with open(os.path.join(state, "dps", "keys", "thermostats.key")) as f:
+        with open(os.path.join(state, "dps", "keys", "group-thermostats.key")) as f:
             group_key = f.read().strip()
         assert group_key.encode() not in open(image, "rb").read()
         run = run_device(image, DPS_APP)

@@ -38,7 +38,8 @@ def add_parser(sub, add_state):
         v.add_argument("id", help="the %s" % ("group's enrollment id" if group else "registration id"))
         kind = v.add_mutually_exclusive_group(required=True)
         kind.add_argument("--symmetric-key", action="store_true",
-                          help="a generated %skey, written to <state>/dps/keys/<id>.key" % ("group " if group else ""))
+                          help="a generated %skey, written to <state>/dps/keys/%s-<id>.key (owner only)"
+                          % ("group " if group else "", "group" if group else "individual"))
         if group:
             kind.add_argument("--x509-ca", metavar="CA_PEM", help="devices whose chain leads to this CA or intermediate")
         else:
@@ -82,25 +83,33 @@ def _enrollments(state):
     return Enrollments(os.path.join(folder, "enrollments.json"))
 
 
-def _check_id(enrollment_id):
-    """Registration and enrollment ids: up to 128 letters, digits and - . _ : (DPS REST API); never a path."""
+def _check_id(enrollment_id, what="id"):
+    """Registration and enrollment ids: up to 128 letters, digits and - . _ :, ending in a letter, a
+    digit or - (DPS REST API, Runtime Registration); never a path."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", enrollment_id) or enrollment_id.strip(".") == "":
-        raise ValueError("id %r: use 1 to 128 letters, digits and - . _ :" % enrollment_id)
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{0,127}[A-Za-z0-9-]", enrollment_id):
+        raise ValueError("%s %r: use 1 to 128 letters, digits and - . _ :, ending in a letter, a digit or -"
+                         % (what, enrollment_id))
 
 
-def _new_key(state, enrollment_id):
-    folder = os.path.join(state, "dps", KEY_DIR)
-    pki.private_dir(folder)
+def key_path(state, enrollment_id, group):
+    """Where a generated symmetric key is kept: one file per enrollment, groups and individuals apart."""
+    return os.path.join(state, "dps", KEY_DIR, "%s-%s.key" % ("group" if group else "individual", enrollment_id.lower()))
+
+
+def _new_key(state, enrollment_id, group):
+    path = key_path(state, enrollment_id, group)
+    pki.private_dir(os.path.dirname(path))
     key = base64.b64encode(os.urandom(32)).decode()
-    path = os.path.join(folder, enrollment_id + ".key")
     pki.write_private(path, (key + "\n").encode())
     return key, path
 
 
 def main(args):
     import json
+
+    from .provision import ProvisionError
 
     if args.verb == "serve":
         return _serve(args)
@@ -111,7 +120,13 @@ def main(args):
 
             group = args.verb == "enroll-group"
             _check_id(args.id)
+            if getattr(args, "device_id", None):
+                from .provision import check_id
+
+                check_id(args.device_id, x509=False)
             desired = json.loads(args.desired) if args.desired else None
+            if desired is not None and not isinstance(desired, dict):
+                raise ValueError("--desired must be a JSON object")
             twin = {"properties": {"desired": desired}} if desired else None
             options = dict(hubs=args.hub, allocation="static" if args.static else "hashed",
                            enabled=not args.disabled, initial_twin=twin, reprovision=args.reprovision)
@@ -121,9 +136,9 @@ def main(args):
             if args.id.lower() in (k.lower() for k in known) and not args.force:
                 raise ValueError("%s enrollment %s exists: --force replaces it (and a symmetric key with it: devices "
                                  "that hold the old one are then refused)" % ("group" if group else "individual", args.id))
-            key_path = None
+            kept = None
             if args.symmetric_key:
-                key, key_path = _new_key(args.state, args.id)
+                key, kept = _new_key(args.state, args.id, group)
                 options["primary_key"] = key
             if group:
                 if args.x509_ca:
@@ -141,8 +156,8 @@ def main(args):
                 enrollments.add_individual(args.id, "symmetric_key" if args.symmetric_key else "x509",
                                            device_id=args.device_id or "", **options)
             print("%s enrollment %s: %s%s" % ("group" if group else "individual", args.id,
-                                              "symmetric key in %s (never printed)" % os.path.relpath(key_path)
-                                              if key_path else "X.509", ", disabled" if args.disabled else ""))
+                                              "symmetric key in %s (never printed)" % os.path.relpath(kept)
+                                              if kept else "X.509", ", disabled" if args.disabled else ""))
         elif args.verb in ("disable", "enable"):
             enrollments.set_enabled(args.id, args.verb == "enable", group=args.group)
             print("%s enrollment %s %sd" % ("group" if args.group else "individual", args.id, args.verb))
@@ -159,7 +174,7 @@ def main(args):
             for r in enrollments.registrations():
                 print("%-28s %-9s %s %s" % (r["registrationId"], r["status"], r.get("assignedHub", "-"),
                                             r.get("deviceId", r.get("errorMessage", ""))))
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, ProvisionError) as e:
         print("aziot dps: %s" % (e.args[0] if isinstance(e, KeyError) else e), file=sys.stderr)
         return 2
     return 0

@@ -124,8 +124,9 @@ def provision_one(opts, device_id: str, image: str, auth: str = None) -> dict:
 
 def _group_key(opts, group, to_emulator):
     """The symmetric key group's key, read on the host: only the derived device key goes on flash."""
-    path = getattr(opts, "dps_group_key_file", None) or (
-        os.path.join(opts.state, "dps", "keys", group + ".key") if to_emulator else None)
+    from .dpscli import key_path
+
+    path = getattr(opts, "dps_group_key_file", None) or (key_path(opts.state, group, True) if to_emulator else None)
     if not path:
         raise provision.ProvisionError("--dps-group with sas needs --dps-group-key-file (the group's primary key, "
                                        "from az iot dps enrollment-group show --show-keys)")

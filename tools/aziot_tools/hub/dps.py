@@ -390,6 +390,11 @@ class DpsEmulator:
 
     async def _assign(self, registration_id, login, payload):
         enrollment, credential = login
+        before = self.enrollments.registration(registration_id)
+        owner = before.get("enrollment") if before else None
+        if owner and owner != _enrollment_key(enrollment) and self.enrollments.exists(owner):
+            # Registered through another enrollment since this connection logged in: it keeps the id.
+            raise mqttwire.MalformedPacket("registration id %r now belongs to enrollment %s" % (registration_id, owner))
         now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
         state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
                  "etag": hashlib.sha1(now.encode()).hexdigest()}
@@ -400,11 +405,10 @@ class DpsEmulator:
             before = self.enrollments.registration(registration_id)
             before = before if before and before.get("status") == "assigned" else None
             policy = enrollment.get("reprovision", "reprovisionandmigratedata")
-            if before and (policy == "never" or before["assignedHub"] not in self.hubs):
-                hub, substatus = self.hubs.get(before["assignedHub"]), "initialAssignment"
-                if hub is None:
-                    raise ValueError("registration %r is assigned to %r, no longer linked" % (
-                        registration_id, before["assignedHub"]))
+            if before and before["assignedHub"] not in self.hubs:
+                before = None  # its hub is no longer linked: allocated afresh, with a fresh twin
+            if before and policy == "never":
+                hub, substatus = self.hubs[before["assignedHub"]], "initialAssignment"
             else:
                 hub = self.hubs[self._allocate(enrollment, registration_id)]
                 substatus = "initialAssignment"

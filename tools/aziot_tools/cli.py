@@ -380,7 +380,7 @@ def build_parser():
     p.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: %(default)s)")
     p.set_defaults(func=cmd_firmware)
 
-    p = sub.add_parser("bench", help="handshake cost and throughput (ECC vs RSA), method and twin round trips",
+    p = sub.add_parser("bench", help="what a connection costs (instructions, bytes, heap), QoS 1 beside the SDK, sizes",
                        description="Measure connect time, instructions per connect, TLS handshake bytes "
                                    "(loopback proxy), heap per connection, QoS 1 throughput and CPU beside "
                                    "the official SDK, library size, direct-method and twin-report round "

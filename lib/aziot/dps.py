@@ -124,14 +124,6 @@ def register_again(config, clock_now=clock.unix_time, payload=None):
     return assignment
 
 
-def forget(config):
-    """Remove the stored assignment: the next hub_config() provisions again."""
-    try:
-        os.remove(config.dps_assignment_file)
-    except OSError:
-        pass
-
-
 def hub_config(config=None, payload=None, clock_now=clock.unix_time):
     """The config for HubClient: the stored assignment, or a new registration when there is none (or
     when the stored one is unreadable: that is said, then DPS is asked again; zero touch)."""

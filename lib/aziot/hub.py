@@ -34,7 +34,7 @@ from .link import open_tls
 
 _CONNACK_SERVER_UNAVAILABLE = 3  # the hub is busy or throttling: wait longer
 # With DPS: the hub no longer takes this identity (CONNACK 4 bad credentials, 5 not authorized), or
-# 10 attempts in a row failed: provision again ("Manage connectivity...", Microsoft Learn; the
+# every 10th attempt in a row failed: provision again ("Manage connectivity...", Microsoft Learn; the
 # Embedded C SDK's guidance: re-provision after repeated hub failures or 401/403/404).
 _CONNACK_REFUSED_IDENTITY = (4, 5)
 _REPROVISION_AFTER = 10
@@ -281,7 +281,7 @@ class HubClient(CloudHandlers):
             self.last_error = e
             if self._session is not None:
                 self._session.close()
-            if self.config.dps_id_scope and self.backoff.failures + 1 >= _REPROVISION_AFTER:
+            if self.config.dps_id_scope and (self.backoff.failures + 1) % _REPROVISION_AFTER == 0:
                 self._reprovision = True
             self._schedule_retry(isinstance(e, ConnectionRefused) and e.code == _CONNACK_SERVER_UNAVAILABLE)
             return False

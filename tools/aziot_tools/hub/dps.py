@@ -45,7 +45,7 @@ from cryptography.x509.oid import NameOID
 from .. import pki
 from . import mqttwire, sas, tlspolicy
 from .registry import Registry, _chain_to_ca
-from .server import ServerIdentity
+from .server import OnItsOwnLoop, ServerIdentity
 
 log = logging.getLogger("aziot.dps")
 
@@ -399,7 +399,9 @@ class DpsEmulator:
         state = {"registrationId": registration_id, "createdDateTimeUtc": now, "lastUpdatedDateTimeUtc": now,
                  "etag": hashlib.sha1(now.encode()).hexdigest()}
         if not enrollment["enabled"]:
-            state.update(status="disabled", errorCode=400209, errorMessage="the enrollment is disabled")
+            # The status is DPS's ("Device Registration State", DPS REST API); its error code for a disabled
+            # enrollment is not documented, so none is made up here.
+            state.update(status="disabled", errorMessage="the enrollment is disabled")
         else:
             device_id = enrollment.get("deviceId") or registration_id
             before = self.enrollments.registration(registration_id)
@@ -464,25 +466,15 @@ async def _on_loop_of(hub, coro):
 
 
 def _error(code: int, message: str) -> dict:
-    return {"errorCode": code * 1000 + 1, "trackingId": str(uuid.uuid4()), "message": message,
+    # The codes of "Troubleshoot DPS" (Microsoft Learn: 400, 401, 404, ...), not the finer six-digit ones,
+    # which it does not list.
+    return {"errorCode": code, "trackingId": str(uuid.uuid4()), "message": message,
             "timestampUtc": datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")}
 
 
-class BackgroundDps:
+class BackgroundDps(OnItsOwnLoop):
     """A DpsEmulator on its own event loop thread, for tests and the demo."""
 
     def __init__(self, *args, **kwargs):
-        self.dps = DpsEmulator(*args, **kwargs)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="aziot-dps", daemon=True)
-
-    def __enter__(self) -> DpsEmulator:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.dps.start(), self._loop).result(10)
-        return self.dps
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self.dps.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        super().__init__(DpsEmulator(*args, **kwargs), "aziot-dps")
+        self.dps = self.service

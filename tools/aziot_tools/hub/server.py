@@ -602,21 +602,30 @@ class HubEmulator:
                  system.get("$.mid"), app, len(pub.payload))
 
 
-class BackgroundHub:
-    """Runs a HubEmulator on its own event loop thread: for tests and the demo."""
+class OnItsOwnLoop:
+    """Runs an emulator (anything with async start() and stop()) on an event loop thread of its own:
+    for tests and the demo. The context manager gives the emulator."""
 
-    def __init__(self, *args, **kwargs):
-        self.hub = HubEmulator(*args, **kwargs)
+    def __init__(self, service, name: str):
+        self.service = service
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="aziot-hub", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
 
-    def __enter__(self) -> HubEmulator:
+    def __enter__(self):
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.hub.start(), self._loop).result(10)
-        return self.hub
+        asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result(10)
+        return self.service
 
     def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self.hub.stop(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+class BackgroundHub(OnItsOwnLoop):
+    """A HubEmulator on its own event loop thread."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(HubEmulator(*args, **kwargs), "aziot-hub")
+        self.hub = self.service

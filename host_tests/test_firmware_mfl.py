@@ -62,8 +62,8 @@ def _app(image, code):
     return app
 
 
-def run_with(binary, image, code, lib_dir, *args, timeout=60):
-    return device.run(image, _app(image, code), *args, timeout=timeout, lib_dir=lib_dir, binary=binary)
+def run_with(binary, image, code, lib_dir, *args, timeout=60, heap=None):
+    return device.run(image, _app(image, code), *args, timeout=timeout, lib_dir=lib_dir, binary=binary, heap=heap)
 
 
 def live_with(binary, image, code, lib_dir):
@@ -334,3 +334,72 @@ def test_mbedtls_gives_back_every_block_after_each_connection_refused_handshakes
     """, unix_lib)
     held = eval(run.stdout.split("HELD ", 1)[1].splitlines()[0])
     assert len(set(held)) == 1 and held[0][2] == 0, run.output  # the same after each; nothing kept for reuse
+
+
+PICO = firmware.unix_mfl_binary("micropython-pico")  # 32-bit limbs, where BOARD's are 64-bit
+
+# Connects as many times as asked, printing the variable-time inverses taken so far after each.
+INVERSES_APP = """
+import sys
+import aziot_tls
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+for i in range(int(sys.argv[1])):
+    hub.connect()
+    hub.disconnect()
+    print("INVERSES", hub.tls_profile, aziot_tls.public_inverses())
+print("DONE")
+"""
+
+
+@needs_mfl_build
+@pytest.mark.parametrize("binary", [BOARD, PICO], ids=["64-bit", "32-bit"])
+def test_only_verification_takes_variable_time_inverses(binary, start_hub, provision_device, unix_lib):
+    """ECDSA verification (the chain's signatures, then the ServerKeyExchange's) takes its inverses
+    from public_inverse.c; an RSA handshake with an ECDSA device key -- ECDHE and signing, secrets
+    only -- takes none."""
+    if binary is None:
+        pytest.skip("no micropython-pico unix-mfl build")
+    preview, standard = start_hub("preview"), start_hub("standard")
+    counts = {}
+    for hub, profile in ((standard, "rsa"), (preview, "ecc")):
+        dev = provision_device("dev-inv-%s" % profile, hub, tls_profile=profile)
+        run = run_with(binary, dev.image_path, INVERSES_APP, unix_lib, "2", heap="2M")
+        assert run.stdout.splitlines()[-1] == "DONE", run.output
+        counts[profile] = [int(line.split()[2]) for line in run.stdout.splitlines() if line.startswith("INVERSES")]
+        assert all(("INVERSES %s" % profile) in line for line in run.stdout.splitlines()[:-1]), run.output
+    assert counts["rsa"] == [0, 0], counts  # the device's P-256 key signed, ECDHE ran: constant time
+    first, both = counts["ecc"]
+    # First connect: three verifications (two chain signatures, the ServerKeyExchange); the second
+    # takes the chain's from memory (verify_cache.c) and verifies the ServerKeyExchange again.
+    assert first > 0 and both - first == first // 3, counts
+
+
+@needs_mfl_build
+@pytest.mark.parametrize("tampered", [None, 0, 1], ids=["intact", "leaf", "intermediate"])
+def test_a_chain_signature_changed_by_one_byte_is_refused(tampered, provision_device, unix_lib, tmp_path):
+    """The hub's ECC chain with the last byte of one certificate's signature changed (still valid
+    DER: the last byte of s) fails verification; the intact chain, same setup, connects."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from aziot_tools.hub.registry import Registry
+    from aziot_tools.hub.server import BackgroundHub, ServerIdentity
+
+    state = str(tmp_path / "hub")
+    identity = ServerIdentity(state, pki.DEFAULT_HUB_HOST)
+    if tampered is not None:
+        certs = [bytearray(c.public_bytes(Encoding.DER))
+                 for c in x509.load_pem_x509_certificates(identity.read("ecc-chain.pem"))]
+        certs[tampered][-1] ^= 0x01
+        with open(identity.path("ecc-chain.pem"), "wb") as f:
+            f.write(b"".join(x509.load_der_x509_certificate(bytes(c)).public_bytes(Encoding.PEM) for c in certs))
+    with BackgroundHub(state, port=0, tls_mode="preview") as hub:
+        dev = provision_device("dev-tampered", hub, tls_profile="ecc",
+                               extra_files={"/azure-iot/roots/tampered-test.der": identity.read("ecc-root.der")})
+        Registry(os.path.join(state, "registry.json")).add_device("dev-tampered", "x509_thumbprint",
+                                                                 dev.identity.thumbprint_sha1)
+        run = run_with(BOARD, dev.image_path, INVERSES_APP, unix_lib, "1")
+    if tampered is None:
+        assert run.stdout.splitlines()[-1] == "DONE", run.output
+    else:
+        assert "rejected: The certificate is not correctly signed by the trusted CA" in run.output, run.output

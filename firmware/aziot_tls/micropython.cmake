@@ -5,7 +5,7 @@
 add_library(usermod_aziot_tls INTERFACE)
 
 target_sources(usermod_aziot_tls INTERFACE ${CMAKE_CURRENT_LIST_DIR}/modaziot_tls.c
-    ${CMAKE_CURRENT_LIST_DIR}/verify_cache.c)
+    ${CMAKE_CURRENT_LIST_DIR}/verify_cache.c ${CMAKE_CURRENT_LIST_DIR}/public_inverse.c)
 
 # INTERFACE: the definitions and include path reach every source of the
 # firmware target, mbedTLS's included (rp2 compiles it into the firmware).
@@ -19,6 +19,6 @@ target_compile_definitions(usermod_aziot_tls INTERFACE
 )
 target_link_options(usermod_aziot_tls INTERFACE -Wl,--wrap=mbedtls_ssl_config_defaults
     -Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup -Wl,--wrap=mbedtls_pk_verify_ext
-    -Wl,--wrap=mbedtls_ssl_free)
+    -Wl,--wrap=mbedtls_ssl_free -Wl,--wrap=mbedtls_ecdsa_read_signature -Wl,--wrap=mbedtls_mpi_gcd_modinv_odd)
 
 target_link_libraries(usermod INTERFACE usermod_aziot_tls)

@@ -10,7 +10,8 @@ AZIOT_TLS_DEFAULT_MFL ?= 0
 AZIOT_TLS_VARIABLE_BUFFERS ?= 1
 AZIOT_TLS_GC_HEAP ?= 0
 
-SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c $(AZIOT_TLS_DIR)/verify_cache.c
+SRC_USERMOD_C += $(AZIOT_TLS_DIR)/modaziot_tls.c $(AZIOT_TLS_DIR)/verify_cache.c \
+	$(AZIOT_TLS_DIR)/public_inverse.c
 
 # CFLAGS_USERMOD reach every compile unit (mbedTLS and modtls_mbedtls.c too),
 # which the config header needs: it changes mbedtls_ssl_config's layout.
@@ -20,7 +21,8 @@ CFLAGS_USERMOD += -I$(AZIOT_TLS_DIR) \
 	-DAZIOT_TLS_VARIABLE_BUFFERS=$(AZIOT_TLS_VARIABLE_BUFFERS) -DAZIOT_TLS_GC_HEAP=$(AZIOT_TLS_GC_HEAP)
 
 # The hooks: every mbedtls_ssl_config_defaults() call goes through aziot_tls first; certificate
-# signature checks go through verify_cache.c.
+# signature checks go through verify_cache.c; inverses inside ECDSA verification through public_inverse.c.
 LDFLAGS_USERMOD += -Wl,--wrap=mbedtls_ssl_config_defaults \
 	-Wl,--wrap=mbedtls_ssl_set_bio -Wl,--wrap=mbedtls_ssl_handshake_wrapup \
-	-Wl,--wrap=mbedtls_pk_verify_ext -Wl,--wrap=mbedtls_ssl_free
+	-Wl,--wrap=mbedtls_pk_verify_ext -Wl,--wrap=mbedtls_ssl_free \
+	-Wl,--wrap=mbedtls_ecdsa_read_signature -Wl,--wrap=mbedtls_mpi_gcd_modinv_odd

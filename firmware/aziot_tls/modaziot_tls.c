@@ -36,6 +36,7 @@
 #include "mbedtls/ssl.h"
 #include "mbedtls/version.h"
 
+#include "public_inverse.h"
 #include "verify_cache.h"
 
 // ESP-IDF builds mbedTLS from its sdkconfig instead (boards/ESP32_GENERIC/sdkconfig.aziot).
@@ -452,6 +453,12 @@ static mp_obj_t aziot_tls_verify_cache_clear(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_clear_obj, aziot_tls_verify_cache_clear);
 
+// Modular inverses computed in variable time inside ECDSA verification since boot (public_inverse.c).
+static mp_obj_t aziot_tls_public_inverses(void) {
+    return mp_obj_new_int_from_uint(aziot_public_inverse_count());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_public_inverses_obj, aziot_tls_public_inverses);
+
 static MP_DEFINE_STR_OBJ(aziot_tls_mbedtls_version_obj, MBEDTLS_VERSION_STRING);
 
 static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
@@ -465,6 +472,7 @@ static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_reset_peak), MP_ROM_PTR(&aziot_tls_reset_peak_obj) },
     { MP_ROM_QSTR(MP_QSTR_verify_cache), MP_ROM_PTR(&aziot_tls_verify_cache_obj) },
     { MP_ROM_QSTR(MP_QSTR_verify_cache_clear), MP_ROM_PTR(&aziot_tls_verify_cache_clear_obj) },
+    { MP_ROM_QSTR(MP_QSTR_public_inverses), MP_ROM_PTR(&aziot_tls_public_inverses_obj) },
 };
 static MP_DEFINE_CONST_DICT(aziot_tls_globals, aziot_tls_globals_table);
 

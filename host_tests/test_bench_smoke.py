@@ -65,3 +65,19 @@ def test_library_sizes_and_the_chart(tmp_path):
     path = chart.draw(data, str(tmp_path / "bench.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_board_estimates_add_up_each_operation_with_its_source():
+    from aziot_tools import estimates
+
+    rows = {(r["profile"], r["connect"]): r for r in estimates.esp32_connect_ms()}
+    assert set(rows) == {(p, c) for p in ("ecc", "rsa") for c in ("connect", "reconnect")}
+    for r in rows.values():
+        whole = estimates.OPERATIONS[r["profile"], "connect"]  # stock mbedTLS verifies the chain every time
+        assert r["stock_mbedtls_ms"] == round(sum(n * estimates.ESP32[op][0] for op, n in whole.items()), 1)
+        assert 0 < r["aziot_ms"] <= r["stock_mbedtls_ms"], r
+    # The chain's two verifications are what a reconnect skips; RSA's cost public_inverse.c nothing.
+    assert rows["ecc", "reconnect"]["aziot_ms"] < rows["ecc", "connect"]["aziot_ms"]
+    assert rows["rsa", "connect"]["aziot_ms"] == rows["rsa", "connect"]["stock_mbedtls_ms"]
+    assert rows["rsa", "reconnect"]["aziot_ms"] < rows["rsa", "reconnect"]["stock_mbedtls_ms"]
+    assert all(source and conditions for _, _, conditions, source in estimates.sources())

@@ -360,7 +360,7 @@ def main(args) -> int:
     chart in build/bench/bench.png."""
     import json
 
-    from . import chart, paths, sdkbench
+    from . import chart, estimates, paths, sdkbench
 
     device.prepare_unix_lib()
     bench = {}
@@ -374,6 +374,14 @@ def main(args) -> int:
              "%.1f" % r["hub_handshake_ms_median"], r["bytes_device_to_hub"], r["bytes_hub_to_device"],
              r["gc_heap_per_connection"], "%.0f" % r["msgs_per_s"]) for r in rows])
     bench["connect_cost"] = print_connect_cost()
+    rows = bench["board_estimates"] = estimates.esp32_connect_ms()
+    _table("ESTIMATED compute per connect on a board (not measured: published per-operation times x the "
+           "operations a connect makes; aziot: the verification times scaled by public_inverse.c's measured "
+           "instruction ratio; see aziot_tools/estimates.py):",
+           ("chip", "profile", "connect", "stock mbedTLS 3.6.6 ms", "aziot ms"),
+           [(r["chip"], r["profile"], r["connect"], r["stock_mbedtls_ms"], r["aziot_ms"]) for r in rows])
+    _table("the published figures behind the estimates:", ("operation", "ms", "conditions", "source"),
+           estimates.sources())
     rows = bench["handshake_bytes"] = measure_handshake_bytes()
     _table("TLS handshake bytes, counted by a loopback proxy (records before the first application data):",
            ("hub", "profile", "used", "build", "MFL asked", "MFL agreed", "device -> hub B", "hub -> device B"),

@@ -5,6 +5,7 @@ or AZIOT_MFL_DIR); without them they skip, saying so. The notice on a
 firmware without the hook runs on the stock Unix port, always.
 """
 
+import json
 import os
 import textwrap
 import time
@@ -403,3 +404,49 @@ def test_a_chain_signature_changed_by_one_byte_is_refused(tampered, provision_de
         assert run.stdout.splitlines()[-1] == "DONE", run.output
     else:
         assert "rejected: The certificate is not correctly signed by the trusted CA" in run.output, run.output
+
+
+STATS_APP = """
+import aziot_tls
+from aziot.hub import HubClient
+hub = HubClient.from_flash()
+hub.connect()
+hub.disconnect()
+print("STATS", aziot_tls.verify_cache())
+"""
+
+
+def _boot(dev, unix_lib, files=None):
+    if files is not None:
+        with open(dev.image_path, "wb") as f:
+            f.write(flashimage.build_image(files))
+    run = run_with(BOARD, dev.image_path, STATS_APP, unix_lib)
+    assert "STATS" in run.stdout, run.output
+    stats = tuple(int(n) for n in run.stdout.split("STATS (")[1].split(")")[0].split(","))
+    with open(dev.image_path, "rb") as f:
+        return stats, flashimage.read_image(f.read())
+
+
+@needs_mfl_build
+def test_the_chains_verified_signatures_survive_a_reset_and_a_bad_file_is_verified_afresh(
+        preview_hub, provision_device, unix_lib):
+    """Boot 1 verifies the chain and writes tls-verified.bin (two entries); boot 2's first connect
+    takes both from it; a torn file is ignored (verified afresh, rewritten whole); "" keeps RAM only."""
+    dev = provision_device("dev-kept", preview_hub, tls_profile="ecc")
+    path = "/azure-iot/tls-verified.bin"
+    stats, files = _boot(dev, unix_lib)
+    assert stats == (2, 0, 2) and len(files[path]) == 64, stats
+    stats, files = _boot(dev, unix_lib)
+    assert stats == (2, 2, 0) and len(files[path]) == 64, stats  # nothing computed: both from flash
+    files[path] = files[path][:33]
+    stats, files = _boot(dev, unix_lib, files)
+    assert stats == (2, 0, 2) and len(files[path]) == 64, stats
+    files[path] = bytes(range(64))  # whole entries, but not of this chain: nothing answers from them
+    stats, files = _boot(dev, unix_lib, files)
+    assert stats == (4, 0, 2) and len(files[path]) == 128, stats
+    del files[path]
+    config = json.loads(files["/azure-iot/config.json"])
+    config["tls_verified_file"] = ""
+    files["/azure-iot/config.json"] = json.dumps(config).encode()
+    stats, files = _boot(dev, unix_lib, files)
+    assert stats == (2, 0, 2) and path not in files, stats

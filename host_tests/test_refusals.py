@@ -298,3 +298,8 @@ def test_a_memory_file_that_would_overwrite_another_file_is_refused(hub, provisi
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_memory_file' names a file the device "
                    "needs for something else: /azure-iot/config.json")
+    for clash in ("/azure-iot/device-key.der", "/azure-iot/tls-profile.json"):
+        dev = provision_device("dev-verclash", hub, tls_verified_file=clash)
+        out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
+        assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_verified_file' names a file the "
+                       "device needs for something else: %s" % clash)

@@ -453,6 +453,25 @@ static mp_obj_t aziot_tls_verify_cache_clear(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_clear_obj, aziot_tls_verify_cache_clear);
 
+// The remembered signatures as bytes (32 per entry, oldest first), to keep on flash across resets.
+static mp_obj_t aziot_tls_verify_cache_export(void) {
+    unsigned char digests[16 * AZIOT_VERIFY_CACHE_ENTRY];
+    size_t n = aziot_verify_cache_export(digests, 16);
+    return mp_obj_new_bytes(digests, n * AZIOT_VERIFY_CACHE_ENTRY);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_export_obj, aziot_tls_verify_cache_export);
+
+// Entries verify_cache_export() gave before; returns how many were new.
+static mp_obj_t aziot_tls_verify_cache_import(mp_obj_t data_in) {
+    mp_buffer_info_t data;
+    mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
+    if (data.len % AZIOT_VERIFY_CACHE_ENTRY) {
+        mp_raise_ValueError(MP_ERROR_TEXT("verify_cache_import: not a whole number of 32-byte entries"));
+    }
+    return mp_obj_new_int_from_uint(aziot_verify_cache_import(data.buf, data.len / AZIOT_VERIFY_CACHE_ENTRY));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(aziot_tls_verify_cache_import_obj, aziot_tls_verify_cache_import);
+
 // Modular inverses computed in variable time inside ECDSA verification since boot (public_inverse.c).
 static mp_obj_t aziot_tls_public_inverses(void) {
     return mp_obj_new_int_from_uint(aziot_public_inverse_count());
@@ -472,6 +491,8 @@ static const mp_rom_map_elem_t aziot_tls_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_reset_peak), MP_ROM_PTR(&aziot_tls_reset_peak_obj) },
     { MP_ROM_QSTR(MP_QSTR_verify_cache), MP_ROM_PTR(&aziot_tls_verify_cache_obj) },
     { MP_ROM_QSTR(MP_QSTR_verify_cache_clear), MP_ROM_PTR(&aziot_tls_verify_cache_clear_obj) },
+    { MP_ROM_QSTR(MP_QSTR_verify_cache_export), MP_ROM_PTR(&aziot_tls_verify_cache_export_obj) },
+    { MP_ROM_QSTR(MP_QSTR_verify_cache_import), MP_ROM_PTR(&aziot_tls_verify_cache_import_obj) },
     { MP_ROM_QSTR(MP_QSTR_public_inverses), MP_ROM_PTR(&aziot_tls_public_inverses_obj) },
 };
 static MP_DEFINE_CONST_DICT(aziot_tls_globals, aziot_tls_globals_table);

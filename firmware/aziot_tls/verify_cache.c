@@ -141,6 +141,35 @@ void aziot_verify_cache_stats(size_t *entries, size_t *n_hits, size_t *n_misses)
     *n_misses = misses;
 }
 
+size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries) {
+    size_t n = cache_used < max_entries ? cache_used : max_entries;
+    size_t oldest = cache_used < SLOTS ? 0 : cache_next;
+    for (size_t i = 0; i < n; i++) {  // oldest first, so an import keeps the order of replacement
+        memcpy(out + i * DIGEST_LEN, cache[(oldest + cache_used - n + i) % SLOTS], DIGEST_LEN);
+    }
+    return n;
+}
+
+size_t aziot_verify_cache_import(const unsigned char *in, size_t entries) {
+    size_t added = 0;
+    for (size_t e = 0; e < entries && AZIOT_TLS_VERIFY_CACHE > 0; e++) {
+        const unsigned char *digest = in + e * DIGEST_LEN;
+        size_t i = 0;
+        while (i < cache_used && memcmp(cache[i], digest, DIGEST_LEN) != 0) {
+            i++;
+        }
+        if (i == cache_used) {
+            memcpy(cache[cache_next], digest, DIGEST_LEN);
+            cache_next = (cache_next + 1) % SLOTS;
+            if (cache_used < SLOTS) {
+                cache_used++;
+            }
+            added++;
+        }
+    }
+    return added;
+}
+
 void aziot_verify_cache_clear(void) {
     memset(cache, 0, sizeof(cache));
     cache_used = cache_next = hits = misses = 0;

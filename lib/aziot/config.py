@@ -19,6 +19,7 @@ _SCHEMA = {
     "auth": (str, "x509"),
     "tls_profile": (str, "auto"),
     "tls_memory_file": (str, "/azure-iot/tls-profile.json"),  # "auto": the offer that worked, per hub ("" RAM only)
+    "tls_verified_file": (str, "/azure-iot/tls-verified.bin"),  # chain signatures verified ("" RAM only)
     "tls_probe_s": (int, 604800),  # "auto": offer ECC again after this long on a hub where RSA worked
     "roots": ((str, list), "/azure-iot/roots"),
     "cert": (str, "/azure-iot/device.der"),
@@ -128,11 +129,13 @@ class Config:
         if self.max_fragment_length not in (-1, 0, 512, 1024, 2048, 4096):
             raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
                               "or -1 (the firmware's default)" % source)
-        if self.tls_memory_file and self.tls_memory_file in (
-                source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
-                self.dps_assignment_file):
-            raise ConfigError("%s: key 'tls_memory_file' names a file the device needs for something else: %s"
-                              % (source, self.tls_memory_file))
+        for key in ("tls_memory_file", "tls_verified_file"):
+            path = getattr(self, key)
+            if path and path in (source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
+                                 self.dps_assignment_file, self.tls_memory_file if key != "tls_memory_file"
+                                 else self.tls_verified_file):
+                raise ConfigError("%s: key '%s' names a file the device needs for something else: %s"
+                                  % (source, key, path))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

@@ -224,7 +224,8 @@ class HubClient(CloudHandlers):
         Returns (TLS stream, TCP socket, the deadline of the offer that was taken)."""
         cfg = self.config
         link = open_tls(self.profiles.order(self._now()), cfg.hub_host, cfg.dial_address, cfg.port, cfg.timeout,
-                        self._root_files, (cert_der, key_der, cfg.cert, cfg.key), mfl_asked, login, deadline)
+                        self._root_files, (cert_der, key_der, cfg.cert, cfg.key), mfl_asked, login, deadline,
+                        cfg.tls_verified_file)
         self.tls_max_fragment_length = link.fragment_length
         self.profiles.worked(link.profile, self._now())
         self.tls_profile = link.profile

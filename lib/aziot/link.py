@@ -4,7 +4,7 @@ connections share."""
 import gc
 import time
 
-from . import tlsconf
+from . import tlsconf, verified
 from .errors import ConnectionLost, TlsError
 from .transport import open_socket
 
@@ -25,14 +25,17 @@ class Link:
             self.cipher, self.version = stream.cipher()
 
 
-def open_tls(offers, host, address, port, timeout_s, roots, credentials, mfl_asked, login, deadline):
+def open_tls(offers, host, address, port, timeout_s, roots, credentials, mfl_asked, login, deadline,
+             verified_file=""):
     """The first offer in `offers` that gets a handshake with host (dialed at address:port).
 
     credentials: (certificate chain DER or PEM, key DER, certificate path, key path), or Nones.
+    verified_file: where the chain signatures the firmware verified are kept across resets.
     An offer refused with a fatal alert (a standard hub and an ECDSA-only offer) is followed by
     the next one, which gets a timeout of its own: the alert showed the server alive.
     """
     cert, key, cert_path, key_path = credentials
+    verified.recall(verified_file)
     where = "%s (%s:%d)" % (host, address, port)
     for i, profile in enumerate(offers):
         last = i + 1 == len(offers)
@@ -62,4 +65,5 @@ def open_tls(offers, host, address, port, timeout_s, roots, credentials, mfl_ask
         except TlsError:
             stream.close()  # the server could send records this firmware cannot hold
             raise
+        verified.keep(verified_file)
         return Link(stream, sock, deadline, profile, agreed)

@@ -55,9 +55,10 @@ def _instructions(cmd: list, out_file: str) -> int:
 
 
 def connect_instructions(hub, profile: str, binary: str = None, heap: str = None, state: str = None) -> dict:
-    """Instructions of a first connect to `hub` (a running BackgroundHub) with `profile`, and of a
-    second one in the same boot (remembered chain signatures, where the firmware has them), the
-    import-only run subtracted. The library runs as .mpy, as on a board."""
+    """Instructions of a first connect to `hub` (a running BackgroundHub) with `profile`, of a second
+    one in the same boot (remembered chain signatures, where the firmware has them), and of a first
+    connect after a reset with the signatures kept on flash (tls_verified_file), the import-only run
+    subtracted. The library runs as .mpy, as on a board."""
     from . import install
 
     state = state or tempfile.mkdtemp(prefix="aziot-cost-")
@@ -65,18 +66,28 @@ def connect_instructions(hub, profile: str, binary: str = None, heap: str = None
     with open(app, "w") as f:
         f.write(CONNECT_APP)
     device_id = "cost-%s-%s" % (profile, os.path.basename(binary or "micropython"))
-    dev = provision.provision(state, device_id, os.path.join(state, device_id + ".img"), address="127.0.0.1",
-                              port=hub.port, tls_profile=profile, timeout=_TIMEOUT_S, tls_probe_s=0)
+    images, identity = {}, None
+    for kept in ("", "/azure-iot/tls-verified.bin"):  # RAM only; then kept on flash across a reset
+        dev = provision.provision(
+            state, device_id, os.path.join(state, "%s%s.img" % (device_id, "-kept" if kept else "")),
+            address="127.0.0.1", port=hub.port, tls_profile=profile, timeout=_TIMEOUT_S, tls_probe_s=0,
+            tls_verified_file=kept, identity=identity, register=identity is None)
+        images[kept], identity = dev.image_path, dev.identity
     lib = install.mpy_lib_dir()
     counts = {}
-    for what in ("import", "connect", "twice"):
-        cmd = device.command(dev.image_path, app, (what,), heap=heap, lib_dir=lib, binary=binary)
-        counts[what], out = _instructions(cmd, os.path.join(state, "callgrind.%s.out" % what))
+    runs = [("import", ""), ("connect", ""), ("twice", ""), ("connect", "kept"), ("connect", "kept")]
+    for i, (what, kept) in enumerate(runs):
+        image = images["/azure-iot/tls-verified.bin" if kept else ""]
+        cmd = device.command(image, app, (what,), heap=heap, lib_dir=lib, binary=binary)
+        counts[what + kept], out = _instructions(cmd, os.path.join(state, "callgrind.%d.out" % i))
         if out.count("CONNECTED") != {"import": 0, "connect": 1, "twice": 2}[what]:
             raise RuntimeError("the device did not connect:\n" + out)
-    first, second = (line.split()[1:] for line in out.splitlines() if line.startswith("CONNECTED"))
+        if what == "twice":
+            first, second = (line.split()[1:] for line in out.splitlines() if line.startswith("CONNECTED"))
     return {"profile": profile, "cipher": first[1], "import": counts["import"],
             "connect": counts["connect"] - counts["import"], "reconnect": counts["twice"] - counts["connect"],
+            # the second boot of the image that keeps the signatures on flash
+            "after_reset": counts["connectkept"] - counts["import"],
             "mbedtls_peak": int(first[2]) if int(first[2]) >= 0 else None,  # None: a firmware without aziot_tls
             "cache_hits": int(second[3]) if int(second[3]) >= 0 else None}
 

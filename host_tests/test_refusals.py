@@ -298,8 +298,10 @@ def test_a_memory_file_that_would_overwrite_another_file_is_refused(hub, provisi
     out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
     assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_memory_file' names a file the device "
                    "needs for something else: /azure-iot/config.json")
-    for clash in ("/azure-iot/device-key.der", "/azure-iot/tls-profile.json"):
+    # The two TLS memories must not share a file either (the first one checked names the clash).
+    for clash, key in (("/azure-iot/device-key.der", "tls_verified_file"),
+                       ("/azure-iot/tls-profile.json", "tls_memory_file")):
         dev = provision_device("dev-verclash", hub, tls_verified_file=clash)
         out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
-        assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_verified_file' names a file the "
-                       "device needs for something else: %s" % clash)
+        assert out == ("ERROR ConfigError /azure-iot/config.json: key '%s' names a file the device needs for "
+                       "something else: %s" % (key, clash))

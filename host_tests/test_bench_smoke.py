@@ -15,6 +15,7 @@ def test_instructions_per_connect_are_counted_for_both_profiles(tmp_path):
         # The import-only run is subtracted: what is left is a handshake's worth, not the interpreter's start.
         assert r["import"] > 10 ** 6 and r["connect"] > 10 ** 6, r
         assert r["mbedtls_peak"] is None  # the stock port has no aziot_tls to count mbedTLS's heap
+        assert r["after_reset"] == r["connect"]  # nor the verified signatures to keep across a reset
 
 
 def test_handshake_bytes_on_the_wire_hold_the_hubs_certificate_chain(hub, tmp_path):

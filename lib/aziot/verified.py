@@ -2,6 +2,7 @@
 skips them too (the firmware's aziot_tls.verify_cache_export/import; README "Verified signatures,
 remembered"). A file that is not whole 32-byte entries is ignored; writing it fails quietly."""
 
+import gc
 import os
 
 try:
@@ -44,6 +45,7 @@ def keep(path):
     if held == _on_flash[path]:
         return
     tmp = path + ".tmp"
+    gc.collect()  # the file's buffer (a flash block) comes next, while the connection holds its own
     try:
         with open(tmp, "wb") as f:
             f.write(held)

@@ -26,13 +26,14 @@ def _instructions(ax, bench):
     if ax is None:
         return bool(rows)
     builds = list(dict.fromkeys(r["build"] for r in rows))
-    bars = (("ecc", "connect", ECC, None), ("ecc", "reconnect", ECC, "//"),
-            ("rsa", "connect", RSA, None), ("rsa", "reconnect", RSA, "//"))
+    bars = (("ecc", "connect", ECC, None), ("ecc", "after_reset", ECC, ".."), ("ecc", "reconnect", ECC, "//"),
+            ("rsa", "connect", RSA, None), ("rsa", "after_reset", RSA, ".."), ("rsa", "reconnect", RSA, "//"))
+    names = {"connect": "first connect", "after_reset": "after a reset", "reconnect": "reconnect"}
     for k, (profile, what, colour, hatch) in enumerate(bars):
         values = [next(r.get(what, 0) for r in rows if r["build"] == b and r["profile"] == profile) / 1e6
                   for b in builds]
-        ax.bar([i + (k - 1.5) * 0.2 for i in range(len(builds))], values, 0.2, color=colour, hatch=hatch,
-               edgecolor="white", label="%s %s" % (profile, "first connect" if what == "connect" else "reconnect"))
+        ax.bar([i + (k - 2.5) * 0.14 for i in range(len(builds))], values, 0.14, color=colour, hatch=hatch,
+               edgecolor="white", label="%s %s" % (profile, names[what]))
     ax.set_xticks(range(len(builds)), [b.replace(" (", "\n(") for b in builds], fontsize=7)
     ax.set_ylabel("million instructions (callgrind)")
     ax.set_title("one connect: TCP + TLS + CONNECT/CONNACK\n(ecc: preview hub, rsa: standard hub)", fontsize=9)

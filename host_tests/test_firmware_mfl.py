@@ -310,6 +310,9 @@ def test_reconnects_take_the_chains_signatures_from_memory_and_any_other_chain_i
     assert results[3].startswith("TlsError server certificate of") and "rejected" in results[3], run.output
     assert stats[3][1] == 2 and stats[3][2] > stats[2][2], run.output
     assert stats[4][1] == 4 and results[4] == "CONNECTED", run.output  # A again: from memory
+    # On flash: A's and B's signatures, not the one C's failed handshake verified (it stayed pending).
+    with open(dev.image_path, "rb") as f:
+        assert len(flashimage.read_image(f.read())["/azure-iot/tls-verified.bin"]) == 8 + 4 * 32
 
 
 @needs_mfl_build
@@ -431,19 +434,22 @@ def _boot(dev, unix_lib, files=None):
 def test_the_chains_verified_signatures_survive_a_reset_and_a_bad_file_is_verified_afresh(
         preview_hub, provision_device, unix_lib):
     """Boot 1 verifies the chain and writes tls-verified.bin (two entries); boot 2's first connect
-    takes both from it; a torn file is ignored (verified afresh, rewritten whole); "" keeps RAM only."""
+    takes both from it; a torn file, another build's, or one without the tag is ignored (verified
+    afresh, rewritten whole); "" keeps RAM only."""
     dev = provision_device("dev-kept", preview_hub, tls_profile="ecc")
     path = "/azure-iot/tls-verified.bin"
     stats, files = _boot(dev, unix_lib)
-    assert stats == (2, 0, 2) and len(files[path]) == 64, stats
+    assert stats == (2, 0, 2) and len(files[path]) == 8 + 64, stats  # this build's tag, two signatures
+    tag, kept = files[path][:8], files[path][8:]
     stats, files = _boot(dev, unix_lib)
-    assert stats == (2, 2, 0) and len(files[path]) == 64, stats  # nothing computed: both from flash
-    files[path] = files[path][:33]
+    assert stats == (2, 2, 0) and files[path] == tag + kept, stats  # nothing computed: both from flash
+    for bad in (tag + kept[:33], b"AZVC\0\0\0\0" + kept, kept):  # torn; another build's; no tag
+        files[path] = bad
+        stats, files = _boot(dev, unix_lib, files)
+        assert stats == (2, 0, 2) and files[path] == tag + kept, (bad, stats)
+    files[path] = tag + bytes(range(64))  # this build's, but not of this chain: nothing answers from them
     stats, files = _boot(dev, unix_lib, files)
-    assert stats == (2, 0, 2) and len(files[path]) == 64, stats
-    files[path] = bytes(range(64))  # whole entries, but not of this chain: nothing answers from them
-    stats, files = _boot(dev, unix_lib, files)
-    assert stats == (4, 0, 2) and len(files[path]) == 128, stats
+    assert stats == (4, 0, 2) and files[path] == tag + bytes(range(64)) + kept, stats
     del files[path]
     config = json.loads(files["/azure-iot/config.json"])
     config["tls_verified_file"] = ""

@@ -299,9 +299,13 @@ def test_a_memory_file_that_would_overwrite_another_file_is_refused(hub, provisi
     assert out == ("ERROR ConfigError /azure-iot/config.json: key 'tls_memory_file' names a file the device "
                    "needs for something else: /azure-iot/config.json")
     # The two TLS memories must not share a file either (the first one checked names the clash).
-    for clash, key in (("/azure-iot/device-key.der", "tls_verified_file"),
-                       ("/azure-iot/tls-profile.json", "tls_memory_file")):
-        dev = provision_device("dev-verclash", hub, tls_verified_file=clash)
+    for clash, key, named in (
+            ("/azure-iot/device-key.der", "tls_verified_file", None),
+            ("/azure-iot/tls-profile.json", "tls_memory_file", None),
+            ("/azure-iot//./queue.bin", "tls_verified_file", None),  # the same file, written otherwise
+            ("/azure-iot/tls-profile.json.tmp", "tls_memory_file", "/azure-iot/tls-profile.json"),  # its .tmp
+            ("/azure-iot/roots/extra.der", "tls_verified_file", None)):  # among the trusted roots
+        dev = provision_device("dev-verclash", hub, tls_verified_file=clash, queue_file="/azure-iot/queue.bin")
         out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
         assert out == ("ERROR ConfigError /azure-iot/config.json: key '%s' names a file the device needs for "
-                       "something else: %s" % (key, clash))
+                       "something else: %s" % (key, named or clash))

@@ -207,6 +207,7 @@ void __wrap_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_s
         f_recv = sniff_recv;
     }
     START_OF_HANDSHAKE();
+    aziot_verify_cache_handshake_started();
     __real_mbedtls_ssl_set_bio(ssl, p_bio, f_send, f_recv, f_recv_timeout);
 }
 
@@ -236,11 +237,13 @@ void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
         ssl->in_buf = in_buf;
         conf->mfl_code = asked;
         END_OF_HANDSHAKE();
+        aziot_verify_cache_handshake_succeeded();
         return;
     }
     #endif
     __real_mbedtls_ssl_handshake_wrapup(ssl);
     END_OF_HANDSHAKE();
+    aziot_verify_cache_handshake_succeeded();  // the chain its checks belong to was trusted
 }
 
 // --- counting mbedTLS's heap ------------------------------------------------------
@@ -453,22 +456,27 @@ static mp_obj_t aziot_tls_verify_cache_clear(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_clear_obj, aziot_tls_verify_cache_clear);
 
-// The remembered signatures as bytes (32 per entry, oldest first), to keep on flash across resets.
+// The remembered signatures of handshakes that succeeded, as bytes to keep on flash across resets:
+// a tag of this build (8 bytes), then 32 per signature, oldest first.
 static mp_obj_t aziot_tls_verify_cache_export(void) {
-    unsigned char digests[16 * AZIOT_VERIFY_CACHE_ENTRY];
-    size_t n = aziot_verify_cache_export(digests, 16);
-    return mp_obj_new_bytes(digests, n * AZIOT_VERIFY_CACHE_ENTRY);
+    unsigned char data[AZIOT_VERIFY_CACHE_HEADER + 16 * AZIOT_VERIFY_CACHE_ENTRY];
+    return mp_obj_new_bytes(data, aziot_verify_cache_export(data, 16));
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(aziot_tls_verify_cache_export_obj, aziot_tls_verify_cache_export);
 
-// Entries verify_cache_export() gave before; returns how many were new.
+// What verify_cache_export() gave, in an earlier boot of this build; returns how many were new.
 static mp_obj_t aziot_tls_verify_cache_import(mp_obj_t data_in) {
     mp_buffer_info_t data;
     mp_get_buffer_raise(data_in, &data, MP_BUFFER_READ);
-    if (data.len % AZIOT_VERIFY_CACHE_ENTRY) {
-        mp_raise_ValueError(MP_ERROR_TEXT("verify_cache_import: not a whole number of 32-byte entries"));
+    size_t added;
+    switch (aziot_verify_cache_import(data.buf, data.len, &added)) {
+        case 0:
+            return mp_obj_new_int_from_uint(added);
+        case -2:
+            mp_raise_ValueError(MP_ERROR_TEXT("verify_cache_import: exported by another firmware build"));
+        default:
+            mp_raise_ValueError(MP_ERROR_TEXT("verify_cache_import: not an export (a tag, then 32-byte entries)"));
     }
-    return mp_obj_new_int_from_uint(aziot_verify_cache_import(data.buf, data.len / AZIOT_VERIFY_CACHE_ENTRY));
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(aziot_tls_verify_cache_import_obj, aziot_tls_verify_cache_import);
 

@@ -39,10 +39,6 @@
 
 // mbedTLS before 3.6.5 has no mbedtls_mpi_gcd_modinv_odd, and inverts in variable time already. Without
 // MicroPython threads there is no thread identity to tell a verification from another task's mbedTLS work.
-// AZIOT_TLS_PUBLIC_INVERSE=0 turns the fast path off, to measure what it saves.
-#ifndef AZIOT_TLS_PUBLIC_INVERSE
-#define AZIOT_TLS_PUBLIC_INVERSE (1)
-#endif
 #define HAVE_CT_INVERSE (MBEDTLS_VERSION_NUMBER >= 0x03060500)
 #if HAVE_CT_INVERSE && defined(MBEDTLS_ECDSA_C) && MICROPY_PY_THREAD && AZIOT_TLS_PUBLIC_INVERSE
 #define FAST_PATH 1

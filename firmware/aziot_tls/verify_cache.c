@@ -4,18 +4,29 @@
 // preview hub two P-384 ECDSA signatures (root -> intermediate ->
 // leaf), the bulk of an ECC handshake's compute. A signature check is a
 // pure function of (public key, algorithm, hash of the signed data,
-// signature bytes), so this keeps, in RAM, the SHA-256 of those inputs for
-// the last few checks that succeeded, and answers a byte-identical check
-// from there. Everything else in path validation still runs on every
-// connect: the trust anchors from flash, names, validity dates against the
-// clock, basicConstraints and keyUsage; and the ServerKeyExchange signature,
-// the proof that the hub holds the leaf's key, covers this connect's client
+// signature bytes), so this keeps the SHA-256 of those inputs for the last
+// few checks that succeeded, and answers a byte-identical check from there.
+// Everything else in path validation still runs on every connect: the trust
+// anchors from flash, names, validity dates against the clock,
+// basicConstraints and keyUsage; and the ServerKeyExchange signature, the
+// proof that the hub holds the leaf's key, covers this connect's client
 // random and goes through another function (mbedtls_pk_verify_restartable),
-// so it is never answered from here. The README ("Verified signatures,
-// remembered") has the argument in full.
+// so it is never answered from here.
+//
+// A check made during a handshake stays pending until that handshake
+// succeeds (modaziot_tls.c's wrap-up hook); only then is it kept for good
+// and exported, for the library to store on flash (aziot/verified.py) and
+// import after a reset. So a chain that failed -- an impostor's under its
+// own root -- neither pushes the hub's entries out nor changes what is
+// stored. An export carries a tag of this build (mbedTLS and MicroPython
+// versions, the verification code's version): one from another build is
+// refused, so a firmware update that fixes verification starts afresh. The
+// README ("Verified signatures, remembered") has the argument in full.
 //
 // The hook: the firmware links with -Wl,--wrap=mbedtls_pk_verify_ext, which
-// mbedTLS's x509_crt.c calls for each certificate's signature.
+// mbedTLS's x509_crt.c calls for each certificate's signature. TLS 1.3 would
+// also call it for the server's CertificateVerify, a new signature on every
+// connect: with TLS 1.3 compiled in, nothing is remembered.
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,20 +38,69 @@
 #include "mbedtls/rsa.h"
 #include "mbedtls/sha256.h"
 
+#include "genhdr/mpversion.h"
+
+#include "public_inverse.h"
 #include "verify_cache.h"
 
 #ifndef AZIOT_TLS_VERIFY_CACHE
 #define AZIOT_TLS_VERIFY_CACHE 8  // entries of 32 bytes; a hub chain needs 2, a few hubs or chain rotations fit
 #endif
+#if defined(MBEDTLS_SSL_PROTO_TLS1_3)
+#undef AZIOT_TLS_VERIFY_CACHE
+#define AZIOT_TLS_VERIFY_CACHE 0
+#endif
 
-#define DIGEST_LEN 32
+// Bump when the firmware's signature-verification path changes (public_inverse.c, the digest below):
+// what an older build remembered is then verified afresh.
+#define VERIFICATION_CODE_VERSION "1"
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define DIGEST_LEN AZIOT_VERIFY_CACHE_ENTRY
 #define SLOTS (AZIOT_TLS_VERIFY_CACHE > 0 ? AZIOT_TLS_VERIFY_CACHE : 1)
 
-static unsigned char cache[SLOTS][DIGEST_LEN];
-static size_t cache_used;
-static size_t cache_next;  // round robin: the oldest entry goes first
+typedef struct {
+    unsigned char digest[SLOTS][DIGEST_LEN];
+    size_t used;
+    size_t next;  // round robin: the oldest entry goes first
+} ring_t;
+
+static ring_t kept;  // from handshakes that succeeded, and imported
+static ring_t pending;  // this handshake's, until it succeeds
 static size_t hits;
 static size_t misses;
+
+static void ring_add(ring_t *ring, const unsigned char *digest) {
+    memcpy(ring->digest[ring->next], digest, DIGEST_LEN);
+    ring->next = (ring->next + 1) % SLOTS;
+    if (ring->used < SLOTS) {
+        ring->used++;
+    }
+}
+
+static int ring_has(const ring_t *ring, const unsigned char *digest) {
+    for (size_t i = 0; i < ring->used; i++) {
+        if (memcmp(ring->digest[i], digest, DIGEST_LEN) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// The export's first 8 bytes: "AZVC" and a 32-bit FNV-1a of what this build verifies with.
+static void build_tag(unsigned char out[AZIOT_VERIFY_CACHE_HEADER]) {
+    static const char what[] = MBEDTLS_VERSION_STRING "|" MICROPY_GIT_TAG "|" VERIFICATION_CODE_VERSION
+        "|" STRINGIFY(AZIOT_TLS_PUBLIC_INVERSE);
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i + 1 < sizeof(what); i++) {
+        h = (h ^ (unsigned char)what[i]) * 16777619u;
+    }
+    memcpy(out, "AZVC", 4);
+    for (int i = 0; i < 4; i++) {
+        out[4 + i] = (unsigned char)(h >> (24 - 8 * i));
+    }
+}
 
 int __real_mbedtls_pk_verify_ext(mbedtls_pk_type_t type, const void *options, mbedtls_pk_context *ctx,
     mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len, const unsigned char *sig, size_t sig_len);
@@ -115,62 +175,69 @@ int __wrap_mbedtls_pk_verify_ext(mbedtls_pk_type_t type, const void *options, mb
     // RSASSA-PSS options would be one more input: such checks are not remembered.
     int usable = AZIOT_TLS_VERIFY_CACHE > 0 && options == NULL
         && digest_of(digest, type, ctx, md_alg, hash, hash_len, sig, sig_len);
-    if (usable) {
-        for (size_t i = 0; i < cache_used; i++) {
-            if (memcmp(cache[i], digest, DIGEST_LEN) == 0) {
-                hits++;
-                return 0;
-            }
-        }
+    if (usable && (ring_has(&kept, digest) || ring_has(&pending, digest))) {
+        hits++;
+        return 0;
     }
     int ret = __real_mbedtls_pk_verify_ext(type, options, ctx, md_alg, hash, hash_len, sig, sig_len);
     misses++;
     if (usable && ret == 0) {  // only a signature that verified is remembered
-        memcpy(cache[cache_next], digest, DIGEST_LEN);
-        cache_next = (cache_next + 1) % SLOTS;
-        if (cache_used < SLOTS) {
-            cache_used++;
-        }
+        ring_add(&pending, digest);
     }
     return ret;
 }
 
+void aziot_verify_cache_handshake_started(void) {
+    pending.used = pending.next = 0;  // what an unfinished handshake verified is not kept
+}
+
+void aziot_verify_cache_handshake_succeeded(void) {
+    for (size_t i = 0; i < pending.used; i++) {
+        if (!ring_has(&kept, pending.digest[i])) {
+            ring_add(&kept, pending.digest[i]);
+        }
+    }
+    pending.used = pending.next = 0;
+}
+
 void aziot_verify_cache_stats(size_t *entries, size_t *n_hits, size_t *n_misses) {
-    *entries = cache_used;
+    *entries = kept.used + pending.used;
     *n_hits = hits;
     *n_misses = misses;
 }
 
 size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries) {
-    size_t n = cache_used < max_entries ? cache_used : max_entries;
-    size_t oldest = cache_used < SLOTS ? 0 : cache_next;
+    build_tag(out);
+    out += AZIOT_VERIFY_CACHE_HEADER;
+    size_t n = kept.used < max_entries ? kept.used : max_entries;
+    size_t oldest = kept.used < SLOTS ? 0 : kept.next;
     for (size_t i = 0; i < n; i++) {  // oldest first, so an import keeps the order of replacement
-        memcpy(out + i * DIGEST_LEN, cache[(oldest + cache_used - n + i) % SLOTS], DIGEST_LEN);
+        memcpy(out + i * DIGEST_LEN, kept.digest[(oldest + kept.used - n + i) % SLOTS], DIGEST_LEN);
     }
-    return n;
+    return AZIOT_VERIFY_CACHE_HEADER + n * DIGEST_LEN;
 }
 
-size_t aziot_verify_cache_import(const unsigned char *in, size_t entries) {
-    size_t added = 0;
-    for (size_t e = 0; e < entries && AZIOT_TLS_VERIFY_CACHE > 0; e++) {
-        const unsigned char *digest = in + e * DIGEST_LEN;
-        size_t i = 0;
-        while (i < cache_used && memcmp(cache[i], digest, DIGEST_LEN) != 0) {
-            i++;
-        }
-        if (i == cache_used) {
-            memcpy(cache[cache_next], digest, DIGEST_LEN);
-            cache_next = (cache_next + 1) % SLOTS;
-            if (cache_used < SLOTS) {
-                cache_used++;
-            }
-            added++;
+int aziot_verify_cache_import(const unsigned char *in, size_t len, size_t *added) {
+    unsigned char tag[AZIOT_VERIFY_CACHE_HEADER];
+    build_tag(tag);
+    *added = 0;
+    if (len < AZIOT_VERIFY_CACHE_HEADER || (len - AZIOT_VERIFY_CACHE_HEADER) % DIGEST_LEN) {
+        return -1;
+    }
+    if (memcmp(in, tag, AZIOT_VERIFY_CACHE_HEADER) != 0) {
+        return -2;
+    }
+    for (size_t at = AZIOT_VERIFY_CACHE_HEADER; at < len && AZIOT_TLS_VERIFY_CACHE > 0; at += DIGEST_LEN) {
+        if (!ring_has(&kept, in + at)) {
+            ring_add(&kept, in + at);
+            (*added)++;
         }
     }
-    return added;
+    return 0;
 }
 
 void aziot_verify_cache_clear(void) {
-    memset(cache, 0, sizeof(cache));
-    cache_used = cache_next = hits = misses = 0;
+    memset(&kept, 0, sizeof(kept));
+    memset(&pending, 0, sizeof(pending));
+    hits = misses = 0;
 }

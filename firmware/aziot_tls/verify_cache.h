@@ -7,10 +7,16 @@
 // Entries held, checks answered from them, checks computed (since boot or the last clear).
 void aziot_verify_cache_stats(size_t *entries, size_t *hits, size_t *misses);
 void aziot_verify_cache_clear(void);
-// The entries, oldest first, 32 bytes each (at most max_entries); how many were written.
-size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries);
-// Entries exported before (a file on flash): those not held yet are added, as if verified now.
-size_t aziot_verify_cache_import(const unsigned char *in, size_t entries);
+
 #define AZIOT_VERIFY_CACHE_ENTRY 32
+#define AZIOT_VERIFY_CACHE_HEADER 8  // "AZVC" and this build's tag
+
+// A handshake begins (its checks stay pending) / succeeded (they are kept, and exported from now on).
+void aziot_verify_cache_handshake_started(void);
+void aziot_verify_cache_handshake_succeeded(void);
+// The kept entries, oldest first (at most max_entries), after the header; the bytes written.
+size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries);
+// An export of this build: 0, the new ones added to *added; -1 not header + whole entries; -2 another build's.
+int aziot_verify_cache_import(const unsigned char *in, size_t len, size_t *added);
 
 #endif

@@ -58,6 +58,12 @@ TLS_PROFILES = ("auto", "ecc", "rsa", "ecc+rsa", "compat")
 _MAX_KEEPALIVE = 1177
 
 
+def _normal(path):
+    """A path as the filesystem sees it: no doubled slashes, no "." parts."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
+
+
 class Config:
     """Validated settings; attributes are the keys of the JSON object."""
 
@@ -129,13 +135,22 @@ class Config:
         if self.max_fragment_length not in (-1, 0, 512, 1024, 2048, 4096):
             raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
                               "or -1 (the firmware's default)" % source)
-        for key in ("tls_memory_file", "tls_verified_file"):
-            path = getattr(self, key)
-            if path and path in (source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
-                                 self.dps_assignment_file, self.tls_memory_file if key != "tls_memory_file"
-                                 else self.tls_verified_file):
+        # The files the library writes must not be, or be beside (the .tmp written before a rename), another
+        # file the device needs, nor lie among the trusted roots.
+        written = ("tls_memory_file", "tls_verified_file")
+        for key in written:
+            path = _normal(getattr(self, key))
+            if not path:
+                continue
+            others = [source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
+                      self.dps_assignment_file] + [getattr(self, k) for k in written if k != key]
+            others = [_normal(p) for p in others if p]
+            roots = self.roots if isinstance(self.roots, list) else []
+            in_roots = any(path == _normal(r) for r in roots if isinstance(r, str)) or (
+                isinstance(self.roots, str) and path.startswith(_normal(self.roots).rstrip("/") + "/"))
+            if in_roots or path in others or path + ".tmp" in others or any(path == p + ".tmp" for p in others):
                 raise ConfigError("%s: key '%s' names a file the device needs for something else: %s"
-                                  % (source, key, path))
+                                  % (source, key, getattr(self, key)))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):
             raise ConfigError("%s: key 'roots' must be a directory or a list of file paths" % source)
 

@@ -257,7 +257,7 @@ class DpsClient:
         where = "DPS %s" % cfg.dps_host
         try:
             link = open_tls(offers, cfg.dps_host, cfg.dps_address or cfg.dps_host, cfg.dps_port, cfg.timeout,
-                            roots, credentials, asked, login, deadline)
+                            roots, credentials, asked, login, deadline, cfg.tls_verified_file)
         except ConnectionLost as e:
             raise ConnectionLost("%s: %s" % (where, e))
         self.tls_profile = link.profile

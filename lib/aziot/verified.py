@@ -1,6 +1,7 @@
 """The hub chain's verified signatures, kept on flash so that the first connect after a reset
 skips them too (the firmware's aziot_tls.verify_cache_export/import; README "Verified signatures,
-remembered"). A file that is not whole 32-byte entries is ignored; writing it fails quietly."""
+remembered"). Only signatures of handshakes that succeeded are exported; a file that is not an
+export of this very firmware build is ignored (verified afresh, then rewritten)."""
 
 import gc
 import os
@@ -10,10 +11,9 @@ try:
 except ImportError:
     aziot_tls = None
 
-_ENTRY = 32
-_MAX_FILE = 64 * _ENTRY
+_MAX_FILE = 8 + 64 * 32  # the firmware's tag, then 32 bytes per signature
 
-_on_flash = {}  # path -> what the file holds, as read or last written this boot
+_on_flash = {}  # path -> what the file holds (as read, or last written or tried this boot)
 
 
 def _supported(path):
@@ -28,28 +28,31 @@ def recall(path):
     try:
         with open(path, "rb") as f:
             data = f.read(_MAX_FILE + 1)
-        if len(data) > _MAX_FILE or len(data) % _ENTRY:
-            data = b""  # torn or foreign: verified afresh, then written whole
+        if len(data) > _MAX_FILE:
+            data = b""
         else:
             aziot_tls.verify_cache_import(data)
-    except OSError:
-        data = b""  # none yet
+    except (OSError, ValueError):  # none yet; torn, foreign, or another firmware build's
+        data = b""
     _on_flash[path] = data
 
 
 def keep(path):
-    """After a handshake: write the firmware's entries when they differ from the file (a new chain)."""
+    """After a handshake: write what the firmware kept when it differs from the file (a new chain)."""
     if not _supported(path) or path not in _on_flash:
         return
     held = aziot_tls.verify_cache_export()
     if held == _on_flash[path]:
         return
+    _on_flash[path] = held  # tried once: a full or read-only filesystem is not retried every connect
     tmp = path + ".tmp"
     gc.collect()  # the file's buffer (a flash block) comes next, while the connection holds its own
     try:
         with open(tmp, "wb") as f:
             f.write(held)
         os.rename(tmp, path)  # whole or not at all
-        _on_flash[path] = held
     except OSError:
-        pass  # a read-only or full filesystem: remembered in RAM only
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass

@@ -135,20 +135,19 @@ class Config:
         if self.max_fragment_length not in (-1, 0, 512, 1024, 2048, 4096):
             raise ConfigError("%s: key 'max_fragment_length' must be 512, 1024, 2048, 4096, 0 (off) "
                               "or -1 (the firmware's default)" % source)
-        # The files the library writes must not be, or be beside (the .tmp written before a rename), another
-        # file the device needs, nor lie among the trusted roots.
-        written = ("tls_memory_file", "tls_verified_file")
-        for key in written:
+        # The files the library writes must not be another file the device needs, nor be beside one (the .tmp
+        # written before a rename), nor lie among the trusted roots.
+        taken = [_normal(p) for p in (source, self.cert, self.key, self.sas_key_file, self.queue_file,
+                                      DEFAULT_PATH, self.dps_assignment_file, self.tls_memory_file,
+                                      self.tls_verified_file) if p]
+        for key in ("tls_memory_file", "tls_verified_file"):
             path = _normal(getattr(self, key))
-            if not path:
-                continue
-            others = [source, self.cert, self.key, self.sas_key_file, self.queue_file, DEFAULT_PATH,
-                      self.dps_assignment_file] + [getattr(self, k) for k in written if k != key]
-            others = [_normal(p) for p in others if p]
-            roots = self.roots if isinstance(self.roots, list) else []
-            in_roots = any(path == _normal(r) for r in roots if isinstance(r, str)) or (
-                isinstance(self.roots, str) and path.startswith(_normal(self.roots).rstrip("/") + "/"))
-            if in_roots or path in others or path + ".tmp" in others or any(path == p + ".tmp" for p in others):
+            if isinstance(self.roots, list):
+                in_roots = any(path == _normal(r) for r in self.roots if isinstance(r, str))
+            else:
+                in_roots = path.startswith(_normal(self.roots) + "/")
+            if path and (in_roots or taken.count(path) > 1 or path + ".tmp" in taken
+                         or (path[-4:] == ".tmp" and path[:-4] in taken)):
                 raise ConfigError("%s: key '%s' names a file the device needs for something else: %s"
                                   % (source, key, getattr(self, key)))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):

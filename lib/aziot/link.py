@@ -4,7 +4,14 @@ connections share."""
 import gc
 import time
 
-from . import tlsconf, verified
+from . import tlsconf
+
+try:  # firmware that remembers verified signatures (aziot_tls): aziot.verified keeps them on flash
+    from aziot_tls import verify_cache_import  # noqa: F401
+except ImportError:
+    verified = None  # other firmware: no code in the heap for it
+else:
+    from . import verified
 from .errors import ConnectionLost, TlsError
 from .transport import open_socket
 
@@ -35,7 +42,9 @@ def open_tls(offers, host, address, port, timeout_s, roots, credentials, mfl_ask
     the next one, which gets a timeout of its own: the alert showed the server alive.
     """
     cert, key, cert_path, key_path = credentials
-    verified.recall(verified_file)
+    remember = verified and verified_file
+    if remember:
+        verified.recall(verified_file)
     where = "%s (%s:%d)" % (host, address, port)
     for i, profile in enumerate(offers):
         last = i + 1 == len(offers)
@@ -65,5 +74,6 @@ def open_tls(offers, host, address, port, timeout_s, roots, credentials, mfl_ask
         except TlsError:
             stream.close()  # the server could send records this firmware cannot hold
             raise
-        verified.keep(verified_file)
+        if remember:
+            verified.keep(verified_file)
         return Link(stream, sock, deadline, profile, agreed)

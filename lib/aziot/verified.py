@@ -6,23 +6,16 @@ export of this very firmware build is ignored (verified afresh, then rewritten).
 import gc
 import os
 
-try:
-    import aziot_tls
-except ImportError:
-    aziot_tls = None
+import aziot_tls  # imported by aziot.link only where the firmware has it
 
 _MAX_FILE = 8 + 64 * 32  # the firmware's tag, then 32 bytes per signature
 
 _on_flash = {}  # path -> what the file holds (as read, or last written or tried this boot)
 
 
-def _supported(path):
-    return bool(path) and aziot_tls is not None and hasattr(aziot_tls, "verify_cache_import")
-
-
 def recall(path):
     """Once per boot and file: hand the entries on flash to the firmware."""
-    if not _supported(path) or path in _on_flash:
+    if path in _on_flash:
         return
     data = b""
     try:
@@ -39,7 +32,7 @@ def recall(path):
 
 def keep(path):
     """After a handshake: write what the firmware kept when it differs from the file (a new chain)."""
-    if not _supported(path) or path not in _on_flash:
+    if path not in _on_flash:
         return
     held = aziot_tls.verify_cache_export()
     if held == _on_flash[path]:

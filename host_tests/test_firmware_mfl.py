@@ -456,3 +456,49 @@ def test_the_chains_verified_signatures_survive_a_reset_and_a_bad_file_is_verifi
     files["/azure-iot/config.json"] = json.dumps(config).encode()
     stats, files = _boot(dev, unix_lib, files)
     assert stats == (2, 0, 2) and path not in files, stats
+
+
+# Raw TLS to the hubs at the ports given: what the firmware keeps (exports) after each handshake.
+RAW_TLS_APP = """
+import socket, sys, tls, aziot_tls
+trusted, impostor = int(sys.argv[1]), int(sys.argv[2])
+def context(mode):  # all suites offered: the hub's RSA chain, under its RSA root
+    c = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    c.verify_mode = mode
+    for kind in ("ecc", "rsa"):
+        c.load_verify_locations(open("/azure-iot/roots/hub-%s-root.der" % kind, "rb").read())
+    return c
+def dial(port):
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    return s
+def kept():
+    return (len(aziot_tls.verify_cache_export()) - 8) // 32
+host = "emulated-hub.azure-devices.net"
+s = context(tls.CERT_OPTIONAL).wrap_socket(dial(impostor), server_hostname=host)  # completes, unverified
+print("OPTIONAL", kept())
+s.close()
+later = context(tls.CERT_REQUIRED).wrap_socket(dial(trusted), server_hostname=host, do_handshake_on_connect=False)
+try:
+    context(tls.CERT_REQUIRED).wrap_socket(dial(impostor), server_hostname=host)
+except ValueError:  # mbedTLS's verification failure, as MicroPython's tls raises it
+    print("REFUSED", kept())
+later.write(b"\\xc0\\x00")  # the deferred handshake runs now (then a PINGREQ the hub may ignore)
+print("DEFERRED", kept())
+later.close()
+"""
+
+
+@needs_mfl_build
+def test_only_a_handshake_that_accepted_its_chain_keeps_its_signatures(preview_hub, provision_device, unix_lib,
+                                                                        tmp_path):
+    """A CERT_OPTIONAL handshake that completes with an untrusted chain keeps nothing; a handshake that
+    fails while another context waits to start keeps nothing, and the waiting one then keeps its own."""
+    from aziot_tools.hub.server import BackgroundHub
+
+    dev = provision_device("dev-raw", preview_hub, tls_profile="ecc")
+    with BackgroundHub(str(tmp_path / "impostor"), port=0, tls_mode="preview") as impostor:
+        run = run_with(BOARD, dev.image_path, RAW_TLS_APP, unix_lib, str(preview_hub.port), str(impostor.port))
+    assert "DEFERRED" in run.stdout, run.output
+    counts = dict(line.split() for line in run.stdout.splitlines())
+    assert counts == {"OPTIONAL": "0", "REFUSED": "0", "DEFERRED": "2"}, run.output

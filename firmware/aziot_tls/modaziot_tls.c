@@ -36,6 +36,7 @@
 #include "mbedtls/ssl.h"
 #include "mbedtls/version.h"
 
+#include "owner.h"
 #include "public_inverse.h"
 #include "verify_cache.h"
 
@@ -180,15 +181,64 @@ static int sniff_recv(void *ctx, unsigned char *buf, size_t len) {
     return n;
 }
 
+// --- whose handshake: the state kept for one (owner.h) ----------------------------
+//
+// The handshake this thread is running holds the small blocks kept for reuse and the signatures its
+// chain verified, pending. mbedtls_ssl_handshake() is wrapped: each call (a non-blocking handshake makes
+// many) names its context; a call for another context, or from another thread while none runs, starts
+// over. The handshake ends at wrap-up (its signatures kept if the server's chain was accepted) or when
+// its context is freed (a failed handshake; a finaliser at a soft reset).
+
+static const void *volatile handshake_thread;
+static mbedtls_ssl_context *handshake_ssl;
+
 #if AZIOT_TLS_COUNT_ALLOC
-static void recycle_start(void);
-static void recycle_stop(void);
-#define START_OF_HANDSHAKE() recycle_start()
-#define END_OF_HANDSHAKE() recycle_stop()  // the small blocks kept for the handshake go back
-#else
-#define START_OF_HANDSHAKE()
-#define END_OF_HANDSHAKE()
+static int recycling;  // only while this thread's handshake runs: what waits never outlives it
+static void recycle_flush(void);
 #endif
+
+int aziot_tls_handshake_is_mine(void) {
+    return aziot_holds(&handshake_thread);
+}
+
+static void handshake_begins(mbedtls_ssl_context *ssl) {
+    if (aziot_holds(&handshake_thread) && handshake_ssl == ssl) {
+        return;  // the same handshake, one more step
+    }
+    if (!aziot_claim(&handshake_thread)) {
+        return;  // another thread's handshake holds it: this one runs without
+    }
+    #if AZIOT_TLS_COUNT_ALLOC
+    recycle_flush();
+    recycling = 1;
+    #endif
+    aziot_verify_cache_drop_pending();  // an earlier context of this thread (a refused offer) never finished
+    handshake_ssl = ssl;
+}
+
+static void handshake_ends(mbedtls_ssl_context *ssl, int chain_accepted) {
+    if (!aziot_holds(&handshake_thread) || handshake_ssl != ssl) {
+        return;
+    }
+    #if AZIOT_TLS_COUNT_ALLOC
+    recycling = 0;
+    recycle_flush();  // the small blocks kept for the handshake go back
+    #endif
+    if (chain_accepted) {
+        aziot_verify_cache_keep_pending();
+    } else {
+        aziot_verify_cache_drop_pending();
+    }
+    handshake_ssl = NULL;
+    handshake_thread = NULL;
+}
+
+int __real_mbedtls_ssl_handshake(mbedtls_ssl_context *ssl);
+
+int __wrap_mbedtls_ssl_handshake(mbedtls_ssl_context *ssl) {
+    handshake_begins(ssl);
+    return __real_mbedtls_ssl_handshake(ssl);
+}
 
 void __real_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_ssl_send_t *f_send,
     mbedtls_ssl_recv_t *f_recv, mbedtls_ssl_recv_timeout_t *f_recv_timeout);
@@ -206,17 +256,15 @@ void __wrap_mbedtls_ssl_set_bio(mbedtls_ssl_context *ssl, void *p_bio, mbedtls_s
         sniff.state = SNIFF_READING;
         f_recv = sniff_recv;
     }
-    START_OF_HANDSHAKE();
-    aziot_verify_cache_handshake_started();
     __real_mbedtls_ssl_set_bio(ssl, p_bio, f_send, f_recv, f_recv_timeout);
 }
 
 void __real_mbedtls_ssl_free(mbedtls_ssl_context *ssl);
 
-// A connection that ends (failed handshakes too, and finalisers at a soft reset) ends the recycling.
+// A context freed before its handshake finished (it failed; a finaliser at a soft reset) ends it.
 void __wrap_mbedtls_ssl_free(mbedtls_ssl_context *ssl) {
     __real_mbedtls_ssl_free(ssl);
-    END_OF_HANDSHAKE();
+    handshake_ends(ssl, 0);
 }
 
 void __real_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl);
@@ -236,14 +284,13 @@ void __wrap_mbedtls_ssl_handshake_wrapup(mbedtls_ssl_context *ssl) {
         __real_mbedtls_ssl_handshake_wrapup(ssl);
         ssl->in_buf = in_buf;
         conf->mfl_code = asked;
-        END_OF_HANDSHAKE();
-        aziot_verify_cache_handshake_succeeded();
+        handshake_ends(ssl, mbedtls_ssl_get_verify_result(ssl) == 0);
         return;
     }
     #endif
     __real_mbedtls_ssl_handshake_wrapup(ssl);
-    END_OF_HANDSHAKE();
-    aziot_verify_cache_handshake_succeeded();  // the chain its checks belong to was trusted
+    // A chain accepted: verified against a trusted root (CERT_OPTIONAL completes handshakes it was not).
+    handshake_ends(ssl, mbedtls_ssl_get_verify_result(ssl) == 0);
 }
 
 // --- counting mbedTLS's heap ------------------------------------------------------
@@ -286,8 +333,6 @@ static size_t heap_blocks;
 static void *recycled[RECYCLE_CLASSES];  // each block's first word links to the next
 static size_t recycled_bytes;
 
-static int recycling;  // only while a handshake runs: what waits never outlives its connection
-
 static size_t recycle_class(size_t bytes) {  // RECYCLE_CLASSES or more: not recycled
     return bytes == 0 ? 0 : (bytes - 1) / RECYCLE_STEP;
 }
@@ -301,15 +346,6 @@ static void recycle_flush(void) {
         }
     }
     recycled_bytes = 0;
-}
-
-static void recycle_start(void) {
-    recycling = 1;
-}
-
-static void recycle_stop(void) {
-    recycling = 0;
-    recycle_flush();
 }
 
 static void *counted(alloc_header_t *h, size_t bytes) {
@@ -329,18 +365,19 @@ void *aziot_tls_calloc(size_t nmemb, size_t size) {
     size_t bytes = nmemb * size;
     size_t cls = recycle_class(bytes);
     size_t capacity = cls < RECYCLE_CLASSES ? (cls + 1) * RECYCLE_STEP : bytes;  // any request of its class fits
-    if (cls < RECYCLE_CLASSES && recycled[cls] != NULL) {
+    int mine = recycling && aziot_holds(&handshake_thread);  // the lists are the handshake thread's alone
+    if (mine && cls < RECYCLE_CLASSES && recycled[cls] != NULL) {
         alloc_header_t *h = recycled[cls];
         recycled[cls] = *(void **)(h + 1);
         recycled_bytes -= capacity;
         memset(h + 1, 0, capacity);
         return counted(h, bytes);
     }
-    if (heap_now + recycled_bytes + bytes > heap_peak) {
+    if (mine && heap_now + recycled_bytes + bytes > heap_peak) {
         recycle_flush();
     }
     alloc_header_t *h = AZIOT_TLS_UNDERLYING_CALLOC(1, sizeof(alloc_header_t) + capacity);
-    if (h == NULL && recycled_bytes) {
+    if (mine && h == NULL && recycled_bytes) {
         recycle_flush();  // what waits may be what the heap lacks
         h = AZIOT_TLS_UNDERLYING_CALLOC(1, sizeof(alloc_header_t) + capacity);
     }
@@ -356,7 +393,8 @@ void aziot_tls_free(void *ptr) {
     heap_blocks -= 1;
     size_t cls = recycle_class(h->size);
     size_t capacity = (cls + 1) * RECYCLE_STEP;
-    if (recycling && cls < RECYCLE_CLASSES && recycled_bytes + capacity <= AZIOT_TLS_RECYCLE_MAX
+    if (recycling && aziot_holds(&handshake_thread) && cls < RECYCLE_CLASSES
+        && recycled_bytes + capacity <= AZIOT_TLS_RECYCLE_MAX
         && heap_now + recycled_bytes + capacity <= heap_peak) {
         *(void **)ptr = recycled[cls];
         recycled[cls] = h;

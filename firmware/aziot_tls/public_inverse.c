@@ -26,8 +26,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "py/mphal.h"
-#include "py/mpstate.h"
 
 // The limbs of an MPI are read and written here, as bignum.c does.
 #define MBEDTLS_ALLOW_PRIVATE_ACCESS
@@ -35,6 +33,7 @@
 #include "mbedtls/bignum.h"
 #include "mbedtls/ecdsa.h"
 
+#include "owner.h"
 #include "public_inverse.h"
 
 // mbedTLS before 3.6.5 has no mbedtls_mpi_gcd_modinv_odd, and inverts in variable time already. Without
@@ -48,7 +47,7 @@
 
 static size_t fast_inverses;
 
-// The thread inside a verification: set only by that thread, from NULL, and cleared only by it.
+// The thread inside a verification (owner.h): claimed from NULL and cleared by that thread only.
 static const void *volatile verifying_thread;
 
 size_t aziot_public_inverse_count(void) {
@@ -62,17 +61,8 @@ int __real_mbedtls_ecdsa_read_signature(mbedtls_ecdsa_context *ctx, const unsign
 int __wrap_mbedtls_ecdsa_read_signature(mbedtls_ecdsa_context *ctx, const unsigned char *hash, size_t hlen,
     const unsigned char *sig, size_t slen) {
     #if FAST_PATH
-    // NULL: a task or thread MicroPython did not start (ESP-IDF's own, say), never sped up.
-    const void *me = mp_thread_get_state();
-    int mine = 0;
-    if (me != NULL) {
-        mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
-        if (verifying_thread == NULL) {  // another thread verifying at the same time: that one is served alone
-            verifying_thread = me;
-            mine = 1;
-        }
-        MICROPY_END_ATOMIC_SECTION(atomic);
-    }
+    // Another thread verifying at the same time: that one is served alone. Nested: the outer one clears.
+    int mine = !aziot_holds(&verifying_thread) && aziot_claim(&verifying_thread);
     int ret = __real_mbedtls_ecdsa_read_signature(ctx, hash, hlen, sig, slen);
     if (mine) {
         verifying_thread = NULL;
@@ -237,8 +227,7 @@ int __wrap_mbedtls_mpi_gcd_modinv_odd(mbedtls_mpi *G, mbedtls_mpi *I, const mbed
     // Only an inverse (no gcd asked for) of 0 < A < N, N odd, inside this thread's verification. I may be A:
     // inverse_variable_time reads A before it writes I.
     #if FAST_PATH
-    const void *verifier = verifying_thread;
-    if (verifier != NULL && verifier == mp_thread_get_state() && G == NULL && I != NULL && I != N
+    if (aziot_holds(&verifying_thread) && G == NULL && I != NULL && I != N
         && mbedtls_mpi_get_bit(N, 0) == 1 && mbedtls_mpi_cmp_int(A, 0) > 0 && mbedtls_mpi_cmp_mpi(A, N) < 0
         && inverse_variable_time(I, A, N) == 0) {
         fast_inverses++;

@@ -14,11 +14,16 @@
 // so it is never answered from here.
 //
 // A check made during a handshake stays pending until that handshake
-// succeeds (modaziot_tls.c's wrap-up hook); only then is it kept for good
-// and exported, for the library to store on flash (aziot/verified.py) and
+// succeeds with its chain accepted (modaziot_tls.c's wrap-up hook, checking
+// mbedtls_ssl_get_verify_result); only then is it kept for good and
+// exported, for the library to store on flash (aziot/verified.py) and
 // import after a reset. So a chain that failed -- an impostor's under its
-// own root -- neither pushes the hub's entries out nor changes what is
-// stored. An export carries a tag of this build (mbedTLS and MicroPython
+// own root, or one a CERT_OPTIONAL context let through -- neither pushes the
+// hub's entries out nor changes what is stored. Only the thread whose
+// handshake modaziot_tls.c follows (owner.h) adds pending checks; the rings
+// change under MicroPython's atomic section, since two threads (two cores
+// on rp2) may verify at once. A hit makes its entry the newest, so the
+// chains in use stay while others come and go. An export carries a tag of this build (mbedTLS and MicroPython
 // versions, the verification code's version): one from another build is
 // refused, so a firmware update that fixes verification starts afresh. The
 // README ("Verified signatures, remembered") has the argument in full.
@@ -39,6 +44,7 @@
 #include "mbedtls/sha256.h"
 
 #include "genhdr/mpversion.h"
+#include "owner.h"  // MicroPython's atomic section
 
 #include "public_inverse.h"
 #include "verify_cache.h"
@@ -51,9 +57,12 @@
 #define AZIOT_TLS_VERIFY_CACHE 0
 #endif
 
-// Bump when the firmware's signature-verification path changes (public_inverse.c, the digest below):
-// what an older build remembered is then verified afresh.
+// The build's tag also carries the checksum of firmware/aziot_tls's sources, from micropython.mk /
+// micropython.cmake; bump this when verification changes in a way they do not show.
 #define VERIFICATION_CODE_VERSION "1"
+#ifndef AZIOT_TLS_SOURCE_ID
+#define AZIOT_TLS_SOURCE_ID unknown
+#endif
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
@@ -71,6 +80,8 @@ static ring_t pending;  // this handshake's, until it succeeds
 static size_t hits;
 static size_t misses;
 
+int aziot_tls_handshake_is_mine(void);  // modaziot_tls.c
+
 static void ring_add(ring_t *ring, const unsigned char *digest) {
     memcpy(ring->digest[ring->next], digest, DIGEST_LEN);
     ring->next = (ring->next + 1) % SLOTS;
@@ -79,19 +90,37 @@ static void ring_add(ring_t *ring, const unsigned char *digest) {
     }
 }
 
-static int ring_has(const ring_t *ring, const unsigned char *digest) {
+// The slot holding digest, or -1.
+static int ring_find(const ring_t *ring, const unsigned char *digest) {
     for (size_t i = 0; i < ring->used; i++) {
         if (memcmp(ring->digest[i], digest, DIGEST_LEN) == 0) {
-            return 1;
+            return (int)i;
         }
     }
-    return 0;
+    return -1;
+}
+
+static int ring_has(const ring_t *ring, const unsigned char *digest) {
+    return ring_find(ring, digest) >= 0;
+}
+
+// The entry in slot i becomes the newest, the order of the others kept.
+static void ring_refresh(ring_t *ring, size_t i) {
+    unsigned char digest[DIGEST_LEN];
+    size_t newest = (ring->next + SLOTS - 1) % SLOTS;
+    memcpy(digest, ring->digest[i], DIGEST_LEN);
+    while (i != newest) {  // when full, next is the oldest and newest is just before it
+        size_t j = (i + 1) % SLOTS;
+        memcpy(ring->digest[i], ring->digest[j], DIGEST_LEN);
+        i = j;
+    }
+    memcpy(ring->digest[newest], digest, DIGEST_LEN);
 }
 
 // The export's first 8 bytes: "AZVC" and a 32-bit FNV-1a of what this build verifies with.
 static void build_tag(unsigned char out[AZIOT_VERIFY_CACHE_HEADER]) {
-    static const char what[] = MBEDTLS_VERSION_STRING "|" MICROPY_GIT_TAG "|" VERIFICATION_CODE_VERSION
-        "|" STRINGIFY(AZIOT_TLS_PUBLIC_INVERSE);
+    static const char what[] = MBEDTLS_VERSION_STRING "|" MICROPY_GIT_TAG "|" MICROPY_GIT_HASH "|"
+        STRINGIFY(AZIOT_TLS_SOURCE_ID) "|" VERIFICATION_CODE_VERSION "|" STRINGIFY(AZIOT_TLS_PUBLIC_INVERSE);
     uint32_t h = 2166136261u;
     for (size_t i = 0; i + 1 < sizeof(what); i++) {
         h = (h ^ (unsigned char)what[i]) * 16777619u;
@@ -175,29 +204,44 @@ int __wrap_mbedtls_pk_verify_ext(mbedtls_pk_type_t type, const void *options, mb
     // RSASSA-PSS options would be one more input: such checks are not remembered.
     int usable = AZIOT_TLS_VERIFY_CACHE > 0 && options == NULL
         && digest_of(digest, type, ctx, md_alg, hash, hash_len, sig, sig_len);
-    if (usable && (ring_has(&kept, digest) || ring_has(&pending, digest))) {
-        hits++;
-        return 0;
+    if (usable) {
+        mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
+        int at = ring_find(&kept, digest);
+        if (at >= 0) {
+            ring_refresh(&kept, at);
+        }
+        int hit = at >= 0 || ring_has(&pending, digest);
+        hits += hit;
+        MICROPY_END_ATOMIC_SECTION(atomic);
+        if (hit) {
+            return 0;
+        }
     }
     int ret = __real_mbedtls_pk_verify_ext(type, options, ctx, md_alg, hash, hash_len, sig, sig_len);
     misses++;
-    if (usable && ret == 0) {  // only a signature that verified is remembered
+    if (usable && ret == 0 && aziot_tls_handshake_is_mine()) {  // only a signature that verified
+        mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
         ring_add(&pending, digest);
+        MICROPY_END_ATOMIC_SECTION(atomic);
     }
     return ret;
 }
 
-void aziot_verify_cache_handshake_started(void) {
-    pending.used = pending.next = 0;  // what an unfinished handshake verified is not kept
+void aziot_verify_cache_drop_pending(void) {
+    mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
+    pending.used = pending.next = 0;
+    MICROPY_END_ATOMIC_SECTION(atomic);
 }
 
-void aziot_verify_cache_handshake_succeeded(void) {
+void aziot_verify_cache_keep_pending(void) {
+    mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
     for (size_t i = 0; i < pending.used; i++) {
         if (!ring_has(&kept, pending.digest[i])) {
             ring_add(&kept, pending.digest[i]);
         }
     }
     pending.used = pending.next = 0;
+    MICROPY_END_ATOMIC_SECTION(atomic);
 }
 
 void aziot_verify_cache_stats(size_t *entries, size_t *n_hits, size_t *n_misses) {
@@ -209,11 +253,13 @@ void aziot_verify_cache_stats(size_t *entries, size_t *n_hits, size_t *n_misses)
 size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries) {
     build_tag(out);
     out += AZIOT_VERIFY_CACHE_HEADER;
+    mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
     size_t n = kept.used < max_entries ? kept.used : max_entries;
     size_t oldest = kept.used < SLOTS ? 0 : kept.next;
     for (size_t i = 0; i < n; i++) {  // oldest first, so an import keeps the order of replacement
         memcpy(out + i * DIGEST_LEN, kept.digest[(oldest + kept.used - n + i) % SLOTS], DIGEST_LEN);
     }
+    MICROPY_END_ATOMIC_SECTION(atomic);
     return AZIOT_VERIFY_CACHE_HEADER + n * DIGEST_LEN;
 }
 
@@ -227,17 +273,21 @@ int aziot_verify_cache_import(const unsigned char *in, size_t len, size_t *added
     if (memcmp(in, tag, AZIOT_VERIFY_CACHE_HEADER) != 0) {
         return -2;
     }
+    mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
     for (size_t at = AZIOT_VERIFY_CACHE_HEADER; at < len && AZIOT_TLS_VERIFY_CACHE > 0; at += DIGEST_LEN) {
         if (!ring_has(&kept, in + at)) {
             ring_add(&kept, in + at);
             (*added)++;
         }
     }
+    MICROPY_END_ATOMIC_SECTION(atomic);
     return 0;
 }
 
 void aziot_verify_cache_clear(void) {
+    mp_uint_t atomic = MICROPY_BEGIN_ATOMIC_SECTION();
     memset(&kept, 0, sizeof(kept));
     memset(&pending, 0, sizeof(pending));
     hits = misses = 0;
+    MICROPY_END_ATOMIC_SECTION(atomic);
 }

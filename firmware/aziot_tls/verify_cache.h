@@ -11,9 +11,9 @@ void aziot_verify_cache_clear(void);
 #define AZIOT_VERIFY_CACHE_ENTRY 32
 #define AZIOT_VERIFY_CACHE_HEADER 8  // "AZVC" and this build's tag
 
-// A handshake begins (its checks stay pending) / succeeded (they are kept, and exported from now on).
-void aziot_verify_cache_handshake_started(void);
-void aziot_verify_cache_handshake_succeeded(void);
+// The handshake's pending checks: kept (its chain was accepted; exported from now on), or dropped.
+void aziot_verify_cache_keep_pending(void);
+void aziot_verify_cache_drop_pending(void);
 // The kept entries, oldest first (at most max_entries), after the header; the bytes written.
 size_t aziot_verify_cache_export(unsigned char *out, size_t max_entries);
 // An export of this build: 0, the new ones added to *added; -1 not header + whole entries; -2 another build's.

@@ -304,7 +304,8 @@ def test_a_memory_file_that_would_overwrite_another_file_is_refused(hub, provisi
             ("/azure-iot/tls-profile.json", "tls_memory_file", None),
             ("/azure-iot//./queue.bin", "tls_verified_file", None),  # the same file, written otherwise
             ("/azure-iot/tls-profile.json.tmp", "tls_memory_file", "/azure-iot/tls-profile.json"),  # its .tmp
-            ("/azure-iot/roots/extra.der", "tls_verified_file", None)):  # among the trusted roots
+            ("/azure-iot/roots/extra.der", "tls_verified_file", None),  # among the trusted roots
+            ("azure-iot/x/../device-key.der", "tls_verified_file", None)):  # relative to "/", through ..
         dev = provision_device("dev-verclash", hub, tls_verified_file=clash, queue_file="/azure-iot/queue.bin")
         out = outcome(run_device(dev.image_path, CONNECT_AND_SEND))
         assert out == ("ERROR ConfigError /azure-iot/config.json: key '%s' names a file the device needs for "

@@ -4,6 +4,7 @@ Errors name the file and the key; values of secret keys are never echoed.
 """
 
 import json
+import os
 
 from .errors import ConfigError
 
@@ -59,9 +60,16 @@ _MAX_KEEPALIVE = 1177
 
 
 def _normal(path):
-    """A path as the filesystem sees it: no doubled slashes, no "." parts."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
+    """A path as the filesystem sees it: absolute (from the current directory), no "", "." or ".." parts."""
+    if path[:1] != "/":
+        path = os.getcwd() + "/" + path
+    parts = []
+    for part in path.split("/"):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
 
 
 class Config:
@@ -138,16 +146,18 @@ class Config:
         # The files the library writes must not be another file the device needs, nor be beside one (the .tmp
         # written before a rename), nor lie among the trusted roots.
         taken = [_normal(p) for p in (source, self.cert, self.key, self.sas_key_file, self.queue_file,
-                                      DEFAULT_PATH, self.dps_assignment_file, self.tls_memory_file,
-                                      self.tls_verified_file) if p]
+                                      DEFAULT_PATH, self.dps_assignment_file, self.dps_group_key_file,
+                                      self.tls_memory_file, self.tls_verified_file) if p]
         for key in ("tls_memory_file", "tls_verified_file"):
+            if not getattr(self, key):
+                continue
             path = _normal(getattr(self, key))
-            if isinstance(self.roots, list):
-                in_roots = any(path == _normal(r) for r in self.roots if isinstance(r, str))
-            else:
-                in_roots = path.startswith(_normal(self.roots) + "/")
-            if path and (in_roots or taken.count(path) > 1 or path + ".tmp" in taken
-                         or (path[-4:] == ".tmp" and path[:-4] in taken)):
+            if isinstance(self.roots, list):  # a root file, or the .tmp written beside the file
+                in_roots = any(_normal(r) in (path, path + ".tmp") for r in self.roots if isinstance(r, str))
+            else:  # a file in the roots directory (every one is read as a root)
+                in_roots = path.rsplit("/", 1)[0] == _normal(self.roots).rstrip("/")
+            if (in_roots or taken.count(path) > 1 or path + ".tmp" in taken
+                    or (path[-4:] == ".tmp" and path[:-4] in taken)):
                 raise ConfigError("%s: key '%s' names a file the device needs for something else: %s"
                                   % (source, key, getattr(self, key)))
         if isinstance(self.roots, list) and not all(isinstance(p, str) for p in self.roots):

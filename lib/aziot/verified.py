@@ -13,6 +13,12 @@ _MAX_FILE = 8 + 64 * 32  # the firmware's tag, then 32 bytes per signature
 _on_flash = {}  # path -> what the file holds (as read, or last written or tried this boot)
 
 
+def _same(a, b):
+    """The same tag and signatures, in whatever order (a hit makes its entry the newest)."""
+    return a[:8] == b[:8] and sorted(a[i:i + 32] for i in range(8, len(a), 32)) == sorted(
+        b[i:i + 32] for i in range(8, len(b), 32))
+
+
 def recall(path):
     """Once per boot and file: hand the entries on flash to the firmware."""
     if path in _on_flash:
@@ -35,7 +41,7 @@ def keep(path):
     if path not in _on_flash:
         return
     held = aziot_tls.verify_cache_export()
-    if held == _on_flash[path]:
+    if _same(held, _on_flash[path]):
         return
     _on_flash[path] = held  # tried once: a full or read-only filesystem is not retried every connect
     tmp = path + ".tmp"

@@ -380,9 +380,10 @@ def main(args) -> int:
     bench["connect_cost"] = print_connect_cost()
     rows = bench["board_estimates"] = estimates.esp32_connect_ms()
     _table("ESTIMATED compute per connect on a board (not measured: published per-operation times x the "
-           "operations a connect makes; aziot: the verification times scaled by public_inverse.c's measured "
-           "instruction ratio; see aziot_tools/estimates.py):",
-           ("chip", "profile", "connect", "stock mbedTLS 3.6.6 ms", "aziot ms"),
+           "operations an X.509 connect makes; aziot: the verification times scaled by public_inverse.c's "
+           "measured instruction ratio; ECC figures with the MPI accelerator off, RSA ones with it on; see "
+           "aziot_tools/estimates.py):",
+           ("chip", "profile", "connect", "published figures ms", "aziot ms"),
            [(r["chip"], r["profile"], r["connect"], r["stock_mbedtls_ms"], r["aziot_ms"]) for r in rows])
     _table("the published figures behind the estimates:", ("operation", "ms", "conditions", "source"),
            estimates.sources())

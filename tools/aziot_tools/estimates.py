@@ -3,9 +3,10 @@
 Estimates, not measurements: no board ran here. Each figure carries its source. The counts of
 operations follow the emulator's chains, which are shaped like the hub's (pki.make_server_pki):
 ECC: P-384 root -> P-384 issuing CA -> P-256 leaf; RSA: RSA-2048 root -> RSA-4096 issuing CA ->
-RSA-2048 leaf. Every connect also does ECDHE on P-256 (a key pair and the shared secret) and signs
-the CertificateVerify with the device's P-256 key: three P-256 point multiplications, counted at
-the published `ecp_mul` time. A reconnect takes the chain's signatures from memory (verify_cache.c)
+RSA-2048 leaf. Every connect also does ECDHE on P-256 (a key pair and the shared secret) and, for an
+X.509 device, signs the CertificateVerify with its P-256 key: three P-256 point multiplications,
+counted at the published `ecp_mul` time. The ECC figures were measured with the ESP32's MPI
+accelerator off, the RSA ones with it on. A reconnect takes the chain's signatures from memory (verify_cache.c)
 and verifies only the ServerKeyExchange.
 """
 
@@ -16,9 +17,11 @@ ESP32 = {
     "ecdsa_verify_p384": (365.26, "same run", "Mbed-TLS/TF-PSA-Crypto pull request 873"),
     "ecp_mul_p256": (41.30, "same run", "Mbed-TLS/TF-PSA-Crypto pull request 873"),
     "rsa2048_public": (46.627, "ESP-IDF mbedTLS, MPI accelerator on (example in the comment)",
-                       "espressif/esp-idf components/mbedtls/test_apps/mbedtls_ut/include/crypto_performance.h"),
+                       "espressif/esp-idf components/mbedtls/test_apps/mbedtls_ut/include/crypto_performance.h "
+                       "at commit 102122904ade"),
     "rsa4096_public": (170.0, "an upper bound: ESP-IDF's test limit IDF_PERFORMANCE_MAX_RSA_4096KEY_PUBLIC_OP",
-                       "espressif/esp-idf components/mbedtls/test_apps/mbedtls_ut/include/crypto_performance.h"),
+                       "espressif/esp-idf components/mbedtls/test_apps/mbedtls_ut/include/crypto_performance.h "
+                       "at commit 102122904ade"),
 }
 
 # Instructions of one ECDSA verification with public_inverse.c over without it (callgrind, the

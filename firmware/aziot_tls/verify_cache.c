@@ -23,10 +23,11 @@
 // handshake modaziot_tls.c follows (owner.h) adds pending checks; the rings
 // change under MicroPython's atomic section, since two threads (two cores
 // on rp2) may verify at once. A hit makes its entry the newest, so the
-// chains in use stay while others come and go. An export carries a tag of this build (mbedTLS and MicroPython
-// versions, the verification code's version): one from another build is
-// refused, so a firmware update that fixes verification starts afresh. The
-// README ("Verified signatures, remembered") has the argument in full.
+// chains in use stay while others come and go. An export carries a tag of
+// this build (the mbedTLS version, the MicroPython version and commit, the
+// checksum of these sources): one from another build is refused, so a
+// firmware update that changes any of them starts afresh. The README
+// ("Verified signatures, remembered") has the argument in full.
 //
 // The hook: the firmware links with -Wl,--wrap=mbedtls_pk_verify_ext, which
 // mbedTLS's x509_crt.c calls for each certificate's signature. TLS 1.3 would
@@ -76,7 +77,7 @@ typedef struct {
 } ring_t;
 
 static ring_t kept;  // from handshakes that succeeded, and imported
-static ring_t pending;  // this handshake's, until it succeeds
+static ring_t pending;  // the handshake's, until its chain is accepted
 static size_t hits;
 static size_t misses;
 

@@ -1,6 +1,6 @@
 """The hub chain's verified signatures, kept on flash so that the first connect after a reset
 skips them too (the firmware's aziot_tls.verify_cache_export/import; README "Verified signatures,
-remembered"). Only signatures of handshakes that succeeded are exported; a file that is not an
+remembered"). Only signatures of handshakes that accepted their chain are exported; a file that is not an
 export of this very firmware build is ignored (verified afresh, then rewritten)."""
 
 import gc

@@ -67,11 +67,11 @@ def connect_instructions(hub, profile: str, binary: str = None, heap: str = None
         f.write(CONNECT_APP)
     device_id = "cost-%s-%s" % (profile, os.path.basename(binary or "micropython"))
     images, identity = {}, None
-    for kept in ("", "/azure-iot/tls-verified.bin"):  # RAM only; then kept on flash across a reset
+    for kept, verified_file in (("", ""), ("kept", "/azure-iot/tls-verified.bin")):  # RAM only; on flash
         dev = provision.provision(
-            state, device_id, os.path.join(state, "%s%s.img" % (device_id, "-kept" if kept else "")),
-            address="127.0.0.1", port=hub.port, tls_profile=profile, timeout=_TIMEOUT_S, tls_probe_s=0,
-            tls_verified_file=kept, identity=identity, register=identity is None)
+            state, device_id, os.path.join(state, "%s%s.img" % (device_id, kept)), address="127.0.0.1",
+            port=hub.port, tls_profile=profile, timeout=_TIMEOUT_S, tls_probe_s=0,
+            tls_verified_file=verified_file, identity=identity, register=identity is None)
         images[kept], identity = dev.image_path, dev.identity
     lib = install.mpy_lib_dir()
     counts = {}
@@ -79,8 +79,7 @@ def connect_instructions(hub, profile: str, binary: str = None, heap: str = None
     for i, (what, kept) in enumerate(runs):
         if kept and int(second[3]) < 0:
             break  # a firmware without aziot_tls keeps nothing: the same as a first connect
-        image = images["/azure-iot/tls-verified.bin" if kept else ""]
-        cmd = device.command(image, app, (what,), heap=heap, lib_dir=lib, binary=binary)
+        cmd = device.command(images[kept], app, (what,), heap=heap, lib_dir=lib, binary=binary)
         counts[what + kept], out = _instructions(cmd, os.path.join(state, "callgrind.%d.out" % i))
         if out.count("CONNECTED") != {"import": 0, "connect": 1, "twice": 2}[what]:
             raise RuntimeError("the device did not connect:\n" + out)

@@ -45,7 +45,7 @@ from cryptography.x509.oid import NameOID
 from .. import pki
 from . import mqttwire, sas, tlspolicy
 from .registry import Registry, _chain_to_ca
-from .server import OnItsOwnLoop, ServerIdentity
+from .server import OnItsOwnLoop, ServerIdentity, close_listener
 
 log = logging.getLogger("aziot.dps")
 
@@ -210,10 +210,7 @@ class DpsEmulator:
     async def stop(self):
         if self._server:
             self._server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
+            await close_listener(self._server, self._handlers)
             self._server = None
 
     async def _handle(self, reader, writer):

@@ -339,10 +339,7 @@ class HubEmulator:
             self._server.close()
             for session in list(self._sessions.values()):
                 session.stream.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
+            await close_listener(self._server, self._handlers)
             self._server = None
 
     async def _handle(self, reader, writer):
@@ -600,6 +597,14 @@ class HubEmulator:
                 f.write(json.dumps(msg.to_json()) + "\n")
         log.info("%s telemetry %s props=%s %d bytes", record.device_id,
                  system.get("$.mid"), app, len(pub.payload))
+
+
+async def close_listener(server, handlers):
+    """Close a listening server (already told to close) and wait for its connection handlers to end."""
+    for task in list(handlers):
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    await server.wait_closed()
 
 
 class OnItsOwnLoop:
